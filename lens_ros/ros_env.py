@@ -1,0 +1,56 @@
+"""Process environment for everything lens_ros starts (nodes, demo, tests, entry points).
+
+Fast DDS's default transports silently drop best-effort messages larger than about
+512 KB, i.e. every camera frame. The shipped profile (config/fastdds_profile.xml)
+adds a 16 MB shared-memory transport and a loopback UDP transport with 4 MB
+messages. This module is the one place that points Fast DDS at it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROFILE_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
+PROFILE_NAME = "fastdds_profile.xml"
+
+
+def config_dir() -> Path:
+    """The directory holding lens_ros's parameter files, profiles and RViz config.
+
+    An installed package (colcon or the venv prefix) is found through the ament
+    index; a source checkout that was never installed falls back to its config/.
+    """
+    try:
+        from ament_index_python.packages import (
+            PackageNotFoundError,
+            get_package_share_directory,
+        )
+
+        try:
+            share = Path(get_package_share_directory("lens_ros")) / "config"
+            if share.is_dir():
+                return share
+        except PackageNotFoundError:
+            pass
+    except ImportError:
+        pass
+    return Path(__file__).resolve().parent.parent / "config"
+
+
+def fastdds_profile_path() -> Path:
+    return config_dir() / PROFILE_NAME
+
+
+def configure_dds(environ: dict[str, str] | None = None) -> str:
+    """Point Fast DDS at the shipped profile unless the user already chose one.
+
+    Must run before rclpy creates its first context (Fast DDS reads the variable
+    once per process). Returns the profile path in effect. Pass a dict (e.g. a
+    copy of ``os.environ`` for a child process) to configure that instead.
+    """
+    env = os.environ if environ is None else environ
+    if not env.get(PROFILE_ENV):
+        env[PROFILE_ENV] = str(fastdds_profile_path())
+    env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    return env[PROFILE_ENV]
