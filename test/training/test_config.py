@@ -1,0 +1,34 @@
+"""Stage configs: YAML files, key=value overrides, type checks."""
+
+from pathlib import Path
+
+import pytest
+
+from training.config import Stage1Config, Stage2Config, load_config
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config/training"
+
+
+def test_overrides_win_over_yaml_and_defaults(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 3e-5\nmax_steps: 7\nbetas: [0.9, 0.95]\n")
+    cfg = load_config(Stage2Config, path, ["max_steps=9", "clip_eps=0.2", "lora=true", "data=synthetic:val"])
+    assert cfg.lr == 3e-5 and cfg.max_steps == 9 and cfg.clip_eps == 0.2 and cfg.lora is True
+    assert cfg.betas == (0.9, 0.95) and cfg.data == "synthetic:val" and cfg.group_size == 8
+    assert load_config(Stage2Config, None, ["clip_eps=null"]).clip_eps is None
+
+
+def test_unknown_key_and_wrong_type_are_errors(tmp_path):
+    with pytest.raises(KeyError, match="unknown"):
+        load_config(Stage1Config, None, ["learning_rate=1"])
+    with pytest.raises(ValueError, match="integer"):
+        load_config(Stage1Config, None, ["max_steps=1.5"])
+    with pytest.raises(ValueError, match="key=value"):
+        load_config(Stage1Config, None, ["max_steps"])
+
+
+@pytest.mark.parametrize("name", ["stage1.yaml", "stage1_tiny.yaml", "stage2.yaml", "stage2_tiny.yaml"])
+def test_shipped_configs_load(name):
+    cls = Stage1Config if name.startswith("stage1") else Stage2Config
+    cfg = load_config(cls, CONFIG_DIR / name)
+    assert cfg.max_steps > 0 or cfg.epochs > 0
