@@ -9,10 +9,16 @@ messages. This module is the one place that points Fast DDS at it.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 PROFILE_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
 PROFILE_NAME = "fastdds_profile.xml"
+
+
+def venv_ament_prefix() -> str | None:
+    """The interpreter's prefix when it holds an ament index (ROS 2 from PyPI wheels)."""
+    return sys.prefix if (Path(sys.prefix) / "share" / "ament_index").is_dir() else None
 
 
 def config_dir() -> Path:
@@ -21,6 +27,8 @@ def config_dir() -> Path:
     An installed package (colcon or the venv prefix) is found through the ament
     index; a source checkout that was never installed falls back to its config/.
     """
+    if not os.environ.get("AMENT_PREFIX_PATH") and venv_ament_prefix():
+        os.environ["AMENT_PREFIX_PATH"] = venv_ament_prefix()
     try:
         from ament_index_python.packages import (
             PackageNotFoundError,
@@ -31,7 +39,7 @@ def config_dir() -> Path:
             share = Path(get_package_share_directory("lens_ros")) / "config"
             if share.is_dir():
                 return share
-        except PackageNotFoundError:
+        except (PackageNotFoundError, OSError):
             pass
     except ImportError:
         pass
@@ -53,4 +61,6 @@ def configure_dds(environ: dict[str, str] | None = None) -> str:
     if not env.get(PROFILE_ENV):
         env[PROFILE_ENV] = str(fastdds_profile_path())
     env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    if not env.get("AMENT_PREFIX_PATH") and venv_ament_prefix():
+        env["AMENT_PREFIX_PATH"] = venv_ament_prefix()
     return env[PROFILE_ENV]
