@@ -146,13 +146,3 @@ def test_animator_moves_objects_and_keeps_labels_exact():
     assert not np.array_equal(f0.image, f1.image)
     assert anim.expression(0.0, "simple") is not None
 
-
-def test_dataset_view_yields_interface_samples():
-    from training.data.dataset import check_sample
-    from training.data.synthetic_world_dataset import SyntheticWorldDataset
-
-    ds = SyntheticWorldDataset("heldout", length=3, size=SMALL)
-    s = ds[2]
-    check_sample(s)
-    assert s.meta["unseen_composition"] and s.meta["kind"] in KINDS
-    assert len(ds) == 3
