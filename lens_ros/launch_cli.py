@@ -67,18 +67,20 @@ class ProcessGroup:
                     file=sys.stderr,
                 )
                 continue
-            # Own process group: a terminal's Ctrl-C reaches only us, and we forward it once.
-            self.processes[spec.name] = subprocess.Popen(
-                argv,
-                env=self.env,
-                stdout=self.stdout,
-                stderr=self.stderr,
-                start_new_session=True,
-            )
-            print(
-                f"[lens-launch] started {spec.name} (pid {self.processes[spec.name].pid})",
-                file=sys.stderr,
-            )
+            self.start_command(spec.name, argv)
+
+    def start_command(self, name: str, argv: list[str]) -> subprocess.Popen:
+        # Own process group: a terminal's Ctrl-C reaches only us, and we forward it once.
+        process = subprocess.Popen(
+            argv,
+            env=self.env,
+            stdout=self.stdout,
+            stderr=self.stderr,
+            start_new_session=True,
+        )
+        self.processes[name] = process
+        print(f"[lens-launch] started {name} (pid {process.pid})", file=sys.stderr)
+        return process
 
     def exited(self) -> dict[str, int]:
         return {

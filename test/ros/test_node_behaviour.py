@@ -1,0 +1,255 @@
+"""lens_node over real DDS, with an oracle in place of the model (fast, exact masks).
+
+A frozen synthetic camera publishes RGB, depth and camera_info; the oracle returns the
+ground-truth mask of the named object, so these tests check what the node adds:
+stamps, tracking without re-reasoning, 3D pose from depth, the service, bad input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from geometry_msgs.msg import PoseStamped
+from lens_ros.msg import Segmentation
+from lens_ros.srv import Segment
+from rclpy.qos import qos_profile_sensor_data
+from ros_fixtures import (
+    SCENE,
+    frozen_camera_parameters,
+    instruction_qos,
+    node_specs,
+    oracle_env,
+)
+from sensor_msgs.msg import Image, PointCloud2
+from std_msgs.msg import String
+
+from lens_ros.image_conversion import image_to_numpy
+from lens_ros.messages import cloud_to_numpy
+
+pytestmark = pytest.mark.ros
+
+NODE = "/lens_node"
+
+
+def ground_truth_frame():
+    from training.data.synthetic_world import SceneAnimator
+
+    return SceneAnimator(SCENE["seed"], size=(SCENE["width"], SCENE["height"])).frame(
+        SCENE["t"]
+    )
+
+
+@pytest.fixture(scope="module")
+def running(module_launcher):
+    specs = node_specs({"use_sim_camera": "true", "device": "cpu"})
+    specs = [
+        dataclasses.replace(
+            s, parameters={**s.parameters, **frozen_camera_parameters()}
+        )
+        if s.name == "sim_camera"
+        else s
+        for s in specs
+    ]
+    module_launcher.start(specs, oracle=True, extra_env=oracle_env())
+    return module_launcher
+
+
+def stamp_of(msg) -> tuple[int, int]:
+    return msg.header.stamp.sec, msg.header.stamp.nanosec
+
+
+def send_instruction(probe, text: str):
+    pub = probe.node.create_publisher(String, "/instruction", instruction_qos())
+    pub.publish(String(data=text))
+    return pub
+
+
+def test_instruction_gives_segmentation_stamped_like_the_image(running, probe):
+    frame = ground_truth_frame()
+    target = 0
+    images = probe.subscribe(Image, "/camera/image_raw", qos_profile_sensor_data)
+    segs = probe.subscribe(Segmentation, f"{NODE}/segmentation")
+    send_instruction(probe, f"the {frame.objects[target].name}")
+    probe.spin_until(
+        lambda: [m for _, m in segs if m.status == Segmentation.STATUS_OK],
+        30,
+        "a Segmentation",
+    )
+    seg = next(m for _, m in segs if m.status == Segmentation.STATUS_OK)
+    assert seg.header.frame_id == "camera_color_optical_frame"
+    probe.spin_until(lambda: len(images) > 0, 5, "camera images")
+    stamps = {(m.header.stamp.sec, m.header.stamp.nanosec) for _, m in images}
+    assert (seg.header.stamp.sec, seg.header.stamp.nanosec) in stamps, (
+        "segmentation stamp is not a camera frame's stamp"
+    )
+    assert len(seg.objects) == 1
+    mask = image_to_numpy(seg.objects[0].mask) > 0
+    assert mask.shape == (SCENE["height"], SCENE["width"])
+    assert np.array_equal(mask, frame.objects[target].mask)
+    box = seg.objects[0].box
+    x1, y1, x2, y2 = frame.objects[target].box
+    assert (
+        box.x_offset,
+        box.y_offset,
+        box.x_offset + box.width,
+        box.y_offset + box.height,
+    ) == (x1, y1, x2, y2)
+
+
+def test_tracking_publishes_later_frames_without_reasoning_again(running, probe):
+    frame = ground_truth_frame()
+    segs = probe.subscribe(Segmentation, f"{NODE}/segmentation")
+    rationale = probe.subscribe(String, f"{NODE}/rationale", instruction_qos())
+    send_instruction(probe, f"the {frame.objects[1].name}")
+    probe.spin_until(
+        lambda: (
+            len([m for _, m in segs if m.instruction.endswith(frame.objects[1].name)])
+            >= 6
+        ),
+        30,
+        "6 frames",
+    )
+    answered = [m for _, m in segs if m.instruction.endswith(frame.objects[1].name)]
+    assert not answered[0].tracked and answered[0].answer.startswith("segment #")
+    assert all(m.tracked and m.answer.startswith("track #") for m in answered[1:]), [
+        m.answer for m in answered
+    ]
+    assert len({(m.header.stamp.sec, m.header.stamp.nanosec) for m in answered}) == len(
+        answered
+    ), "one answer per frame"
+    assert all(m.reasoning_ms == 0.0 for m in answered[1:])
+    probe.spin_until(lambda: rationale, 5, "a rationale")
+    assert rationale[-1][1].data == "oracle segment"
+
+
+def test_target_pose_is_within_a_few_cm_of_the_ground_truth(running, probe):
+    frame = ground_truth_frame()
+    poses = probe.subscribe(PoseStamped, f"{NODE}/target_pose")
+    clouds = probe.subscribe(PointCloud2, f"{NODE}/target_cloud")
+    segs = probe.subscribe(Segmentation, f"{NODE}/segmentation")
+    for index in range(min(3, len(frame.objects))):
+        obj = frame.objects[index]
+        send_instruction(probe, obj.name)
+
+        def answered_pose():
+            # The newest frame is answered again for a new instruction: use stamps no other instruction has.
+            others = {stamp_of(m) for _, m in segs if m.instruction != obj.name}
+            stamps = {
+                stamp_of(m) for _, m in segs if m.instruction == obj.name
+            } - others
+            matching = [m for _, m in poses if stamp_of(m) in stamps]
+            return (
+                matching
+                and [m for _, m in clouds if stamp_of(m) in stamps]
+                and matching
+            )
+
+        pose_msg = probe.spin_until(answered_pose, 30, f"pose of {obj.name}")[-1]
+        p = pose_msg.pose.position
+        error = np.linalg.norm(np.array([p.x, p.y, p.z]) - obj.center)
+        assert error < 0.04, (
+            f"{obj.name}: pose {p} is {error * 100:.1f} cm from the ground truth {obj.center}"
+        )
+        assert pose_msg.header.frame_id == "camera_color_optical_frame"
+        q = pose_msg.pose.orientation
+        assert abs(q.x**2 + q.y**2 + q.z**2 + q.w**2 - 1.0) < 1e-3
+        seg = next(
+            m
+            for _, m in segs
+            if stamp_of(m) == stamp_of(pose_msg) and m.instruction == obj.name
+        )
+        assert seg.objects[0].has_pose and seg.objects[0].num_points > 10
+        points = cloud_to_numpy(
+            next(m for _, m in clouds if stamp_of(m) == stamp_of(pose_msg))
+        )
+        assert np.linalg.norm(points.mean(axis=0) - obj.center) < 0.05
+
+
+def test_segment_service_answers_one_shot(running, probe):
+    frame = ground_truth_frame()
+    client = probe.node.create_client(Segment, f"{NODE}/segment")
+    probe.spin_until(lambda: client.service_is_ready(), 20, "the ~/segment service")
+    from lens_ros.image_conversion import numpy_to_image
+
+    request = Segment.Request(instruction=frame.objects[0].name)
+    request.image = numpy_to_image(frame.image, "rgb8")
+    request.image.header.frame_id = "request_frame"
+    future = client.call_async(request)
+    probe.spin_until(future.done, 20, "the service response")
+    response = future.result()
+    assert response.success, response.message
+    assert response.result.header.frame_id == "request_frame"
+    assert np.array_equal(
+        image_to_numpy(response.result.objects[0].mask) > 0, frame.objects[0].mask
+    )
+    # An empty image means "the newest camera frame".
+    future = client.call_async(Segment.Request(instruction=frame.objects[0].name))
+    probe.spin_until(future.done, 20, "the second service response")
+    assert (
+        future.result().success
+        and future.result().result.header.frame_id == "camera_color_optical_frame"
+    )
+    # Bad input is an answer, not a crash.
+    future = client.call_async(Segment.Request(instruction="   "))
+    probe.spin_until(future.done, 20, "the third service response")
+    assert (
+        not future.result().success
+        and future.result().result.status == Segmentation.STATUS_BAD_INPUT
+    )
+
+
+def test_bad_instruction_is_reported_and_the_node_keeps_running(running, probe):
+    segs = probe.subscribe(Segmentation, f"{NODE}/segmentation")
+    send_instruction(probe, "x" * 600)
+    probe.spin_until(
+        lambda: [m for _, m in segs if m.status == Segmentation.STATUS_BAD_INPUT],
+        20,
+        "a BAD_INPUT status",
+    )
+    bad = next(m for _, m in segs if m.status == Segmentation.STATUS_BAD_INPUT)
+    assert "max_instruction_length" in bad.status_text
+    frame = ground_truth_frame()
+    send_instruction(probe, frame.objects[0].name)
+    probe.spin_until(
+        lambda: [
+            m
+            for _, m in segs
+            if m.status == Segmentation.STATUS_OK
+            and m.instruction == frame.objects[0].name
+        ],
+        20,
+        "an answer after the bad one",
+    )
+
+
+def test_diagnostics_report_rates_and_drops(running, probe):
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    diags = probe.subscribe(DiagnosticArray, "/diagnostics")
+    probe.spin_until(
+        lambda: [
+            m for _, m in diags if any(s.name.startswith("lens_node") for s in m.status)
+        ],
+        10,
+        "diagnostics",
+    )
+    status = next(
+        s for _, m in diags for s in m.status if s.name.startswith("lens_node")
+    )
+    values = {kv.key: kv.value for kv in status.values}
+    for key in ("image_in_hz", "dropped_total", "device", "model_loaded", "last_error"):
+        assert key in values, f"{key} missing from diagnostics: {sorted(values)}"
+    assert values["device"] == "cpu" and values["model_loaded"] == "True"
+    assert float(values["image_in_hz"]) > 5.0
+
+
+def test_ground_truth_topic_describes_the_frame(running, probe):
+    truth = probe.subscribe(String, "/sim_camera/ground_truth")
+    probe.spin_until(lambda: truth, 10, "ground truth")
+    data = json.loads(truth[-1][1].data)
+    frame = ground_truth_frame()
+    assert [o["name"] for o in data["objects"]] == [o.name for o in frame.objects]
+    assert np.allclose(data["objects"][0]["center"], frame.objects[0].center, atol=1e-6)
