@@ -21,29 +21,27 @@ def venv_ament_prefix() -> str | None:
     return sys.prefix if (Path(sys.prefix) / "share" / "ament_index").is_dir() else None
 
 
+def source_tree() -> Path | None:
+    """The checkout this module was imported from, if it was imported from one."""
+    top = Path(__file__).resolve().parent.parent
+    return top if (top / "package.xml").is_file() and (top / "config").is_dir() else None
+
+
 def config_dir() -> Path:
     """The directory holding lens_ros's parameter files, profiles and RViz config.
 
-    An installed package (colcon or the venv prefix) is found through the ament
-    index; a source checkout that was never installed falls back to its config/.
+    Code imported from a source checkout (development venv, tests) uses the
+    checkout's config/, so edits take effect without re-installing; an installed
+    package (colcon, or a venv prefix) finds share/lens_ros through the ament index.
     """
+    tree = source_tree()
+    if tree is not None:
+        return tree / "config"
     if not os.environ.get("AMENT_PREFIX_PATH") and venv_ament_prefix():
         os.environ["AMENT_PREFIX_PATH"] = venv_ament_prefix()
-    try:
-        from ament_index_python.packages import (
-            PackageNotFoundError,
-            get_package_share_directory,
-        )
+    from ament_index_python.packages import get_package_share_directory
 
-        try:
-            share = Path(get_package_share_directory("lens_ros")) / "config"
-            if share.is_dir():
-                return share
-        except (PackageNotFoundError, OSError):
-            pass
-    except ImportError:
-        pass
-    return Path(__file__).resolve().parent.parent / "config"
+    return Path(get_package_share_directory("lens_ros")) / "config"
 
 
 def fastdds_profile_path() -> Path:

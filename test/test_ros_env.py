@@ -27,7 +27,8 @@ def test_shipped_profile_has_large_message_transports():
     shm = next(d for d in descriptors.values() if d.find("d:type", ns).text == "SHM")
     assert int(shm.find("d:segment_size", ns).text) >= 8 * 1024 * 1024
     udp = next(d for d in descriptors.values() if d.find("d:type", ns).text == "UDPv4")
-    assert int(udp.find("d:maxMessageSize", ns).text) >= 2 * 1024 * 1024
+    assert int(udp.find("d:maxMessageSize", ns).text) <= 65500  # Fast DDS 3 rejects larger UDP datagrams
+    assert int(udp.find("d:receiveBufferSize", ns).text) >= 4 * 1024 * 1024
     assert [a.text for a in udp.iter(f"{{{ns['d']}}}address")] == ["127.0.0.1"]
     participant = root.find(".//d:participant", ns)
     assert participant.find(".//d:useBuiltinTransports", ns).text == "false"
