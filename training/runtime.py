@@ -114,7 +114,7 @@ class ResumableBatches:
     Epoch e visits ``randperm(len, generator seeded with seed + e)`` (dropping the tail that
     does not fill a global batch); process r of W takes every W-th index of each global
     batch, so W processes with batch b see exactly what one process with batch W*b sees.
-    The position (epoch, batch in epoch) is the whole state.
+    The whole state is ``consumed``, the number of global batches handed out.
     """
 
     def __init__(self, length: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True):
@@ -124,8 +124,7 @@ class ResumableBatches:
         if length < self.global_batch:
             raise ValueError(f"data set of {length} samples is smaller than one global batch ({self.global_batch})")
         self.seed, self.rank, self.world_size, self.shuffle = seed, rank, world_size, shuffle
-        self.epoch = 0
-        self.position = 0
+        self.consumed = 0
 
     @property
     def batches_per_epoch(self) -> int:
@@ -137,22 +136,24 @@ class ResumableBatches:
         generator = torch.Generator().manual_seed(self.seed + epoch)
         return torch.randperm(self.length, generator=generator)
 
+    def batch(self, global_index: int) -> list[int]:
+        """This process's share of global batch ``global_index`` (a pure function of it)."""
+        epoch, position = divmod(global_index, self.batches_per_epoch)
+        start = position * self.global_batch
+        global_batch = self._order(epoch)[start : start + self.global_batch]
+        return global_batch[self.rank :: self.world_size].tolist()
+
     def __iter__(self) -> Iterator[list[int]]:
         while True:
-            order = self._order(self.epoch)
-            while self.position < self.batches_per_epoch:
-                start = self.position * self.global_batch
-                global_batch = order[start : start + self.global_batch]
-                self.position += 1
-                yield global_batch[self.rank :: self.world_size].tolist()
-            self.epoch += 1
-            self.position = 0
+            indices = self.batch(self.consumed)
+            self.consumed += 1
+            yield indices
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position}
+        return {"consumed": self.consumed}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self.consumed = int(state["consumed"])
 
 
 # ----------------------------------------------------------------------------- schedule

@@ -1,0 +1,168 @@
+"""The optimisation loop both stages share, readable top to bottom (nanoGPT style).
+
+A stage supplies an ``Objective``: an ``nn.Module`` whose trainable parameters are exactly
+the ones that should change, with
+
+    prepare(batch) -> inputs      no-grad work outside DDP: tokenising, rollouts, rewards
+    forward(inputs) -> (loss, scalars)
+
+The loop owns everything else: processes (torchrun DDP), data order, gradient accumulation,
+mixed precision, clipping, the cosine schedule, TensorBoard, tqdm and checkpoints that make a
+killed-and-resumed run end bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from training.config import TrainConfig, config_to_dict
+from training.data.dataset import SegmentationDataset, collate
+from training.runtime import (
+    DistributedContext,
+    ResumableBatches,
+    ScalarLogger,
+    autocast,
+    autocast_dtype,
+    cosine_schedule,
+    init_distributed,
+    latest_checkpoint,
+    load_checkpoint,
+    progress,
+    resolve_device,
+    save_checkpoint,
+    total_steps,
+    trainable_state_dict,
+)
+
+
+class Objective(Protocol):
+    def prepare(self, batch: Any) -> Any: ...
+
+    def __call__(self, inputs: Any) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    final_dir: Path
+    history: list[dict[str, float]] = field(default_factory=list)  # logged scalars per step
+    seconds: float = 0.0
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.steps / self.seconds if self.seconds else 0.0
+
+
+def setup_process(cfg: TrainConfig) -> tuple[torch.device, DistributedContext]:
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device, init_distributed(device)
+
+
+def train(
+    cfg: TrainConfig,
+    objective: nn.Module,
+    dataset: SegmentationDataset,
+    device: torch.device,
+    dist_ctx: DistributedContext,
+    tag: str,
+    find_unused_parameters: bool = False,
+    save_final: Any = None,
+) -> TrainResult:
+    """Run ``cfg.max_steps`` optimizer steps of ``objective`` on ``dataset``.
+
+    save_final(objective, directory) writes the final weights (the stage's export); the
+    trainable parameters are always saved too, as <out_dir>/final/trainable.safetensors.
+    """
+    out_dir = Path(cfg.out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    objective.to(device)
+    params = [p for p in objective.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"{tag}: nothing to train (no parameter requires grad)")
+    model = objective
+    if dist_ctx.enabled:
+        ids = [device.index] if device.type == "cuda" else None
+        model = DDP(objective, device_ids=ids, find_unused_parameters=find_unused_parameters)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    batches = ResumableBatches(len(dataset), cfg.batch_size, cfg.seed, dist_ctx.rank, dist_ctx.world_size)
+    steps = total_steps(cfg.max_steps, cfg.epochs, batches.batches_per_epoch, cfg.grad_accum)
+    scheduler = cosine_schedule(optimizer, cfg.warmup_steps, steps, cfg.min_lr_ratio)
+    amp = autocast_dtype(cfg.mixed_precision, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+
+    step = 0
+    resume_from = latest_checkpoint(ckpt_dir) if cfg.resume else None
+    if resume_from is not None:
+        step = int(load_checkpoint(resume_from, objective, optimizer, scheduler, batches)["step"])
+        if dist_ctx.is_main:
+            print(f"{tag}: resumed from {resume_from} at step {step}")
+
+    logger = ScalarLogger(out_dir / "tensorboard", cfg.tensorboard and dist_ctx.is_main)
+    bar = progress(steps, step, cfg.progress and dist_ctx.is_main, tag)
+    history: list[dict[str, float]] = []
+    batch_iter = iter(batches)
+    started = time.perf_counter()
+    steps_run = 0
+
+    while step < steps:
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        for micro in range(cfg.grad_accum):
+            batch = collate([dataset[i] for i in next(batch_iter)])
+            inputs = objective.prepare(batch)
+            # DDP averages gradients across processes only on the last micro-step
+            last = micro == cfg.grad_accum - 1
+            sync = contextlib.nullcontext() if (last or not dist_ctx.enabled) else model.no_sync()
+            with sync:
+                with autocast(device, amp):
+                    loss, scalars = model(inputs)
+                scaler.scale(loss / cfg.grad_accum).backward()
+            for name, value in scalars.items():
+                sums[name] = sums.get(name, 0.0) + float(value) / cfg.grad_accum
+        scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        step += 1
+        steps_run += 1
+
+        scalars = {f"{tag}/{k}": dist_ctx.mean(v) for k, v in sums.items()}
+        scalars[f"{tag}/grad_norm"] = float(grad_norm)
+        scalars[f"{tag}/lr"] = scheduler.get_last_lr()[0]
+        history.append(scalars)
+        if step % max(1, cfg.log_every) == 0 or step == steps:
+            logger.log(scalars, step)
+            bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in scalars.items() if not k.endswith("lr")}, refresh=False)
+        bar.update(1)
+        if cfg.ckpt_every > 0 and step % cfg.ckpt_every == 0 and step < steps and dist_ctx.is_main:
+            save_checkpoint(ckpt_dir, step, objective, optimizer, scheduler, batches, config_to_dict(cfg), cfg.keep_checkpoints)
+        if cfg.ckpt_every > 0 and step % cfg.ckpt_every == 0:
+            dist_ctx.barrier()
+
+    seconds = time.perf_counter() - started
+    bar.close()
+    logger.close()
+    final_dir = out_dir / "final"
+    if dist_ctx.is_main:
+        from safetensors.torch import save_file
+
+        final_dir.mkdir(parents=True, exist_ok=True)
+        save_file(trainable_state_dict(objective), str(final_dir / "trainable.safetensors"))
+        if save_final is not None:
+            save_final(objective, final_dir)
+    dist_ctx.barrier()
+    return TrainResult(steps=step, final_dir=final_dir, history=history, seconds=seconds)
