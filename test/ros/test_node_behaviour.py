@@ -134,7 +134,7 @@ def test_target_pose_is_within_a_few_cm_of_the_ground_truth(running, probe):
         obj = frame.objects[index]
         send_instruction(probe, obj.name)
 
-        def answered_pose():
+        def answered_pose(obj=obj):
             # The newest frame is answered again for a new instruction: use stamps no other instruction has.
             others = {stamp_of(m) for _, m in segs if m.instruction != obj.name}
             stamps = {

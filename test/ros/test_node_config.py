@@ -1,0 +1,69 @@
+"""NodeConfig: the node's parameters, their file and their ROS declaration."""
+
+from __future__ import annotations
+
+import pytest
+
+from lens_ros.node_config import (
+    NodeConfig,
+    check_value,
+    declare_parameters,
+    read_params_file,
+)
+from lens_ros.ros_env import config_dir
+
+
+def test_shipped_params_file_sets_every_parameter_to_its_default():
+    values = read_params_file(config_dir() / "lens_node.yaml")
+    assert set(values) == set(NodeConfig().to_dict()), (
+        "config/lens_node.yaml and NodeConfig disagree on names"
+    )
+    assert NodeConfig.from_dict(values) == NodeConfig()
+
+
+def test_params_file_wildcard_then_node_section(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "/**:\n  ros__parameters:\n    device: cuda\n    min_score: 1\n"
+        "lens_node:\n  ros__parameters:\n    device: cpu\n"
+    )
+    config = NodeConfig.from_params_file(path)
+    assert config.device == "cpu" and config.min_score == 1.0
+
+
+def test_unknown_or_mistyped_parameters_are_rejected_with_their_names():
+    with pytest.raises(ValueError, match="mask_treshold"):
+        NodeConfig.from_dict({"mask_treshold": 0.5})
+    with pytest.raises(ValueError, match="track"):
+        NodeConfig.from_dict({"track": "yes"})
+
+
+def test_check_value_enforces_choices_and_ranges():
+    assert check_value("dtype", "bfloat16") == ""
+    assert "one of" in check_value("segmenter_backend", "tensorrt")
+    assert "[0.0, 1.0]" in check_value("min_score", 2.0)
+
+
+def test_declared_parameters_have_descriptors_and_overrides_apply(rclpy_context):
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    node = rclpy.create_node(
+        "lens_node",
+        context=rclpy_context,
+        parameter_overrides=[
+            Parameter("reason_interval_s", value=2.5),
+            Parameter("model", value="/models/bundle"),
+        ],
+    )
+    try:
+        config = declare_parameters(node)
+        assert config.reason_interval_s == 2.5 and config.model == "/models/bundle"
+        descriptor = node.describe_parameter("model")
+        assert descriptor.read_only and "bundle" in descriptor.description
+        assert not node.describe_parameter("min_score").read_only
+        assert (
+            node.describe_parameter("min_score").floating_point_range[0].to_value == 1.0
+        )
+    finally:
+        node.destroy_node()
