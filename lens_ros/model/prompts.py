@@ -141,9 +141,13 @@ def _fmt_coord(value: float) -> str:
 def format_box_answer(expression: str, box: tuple[float, float, float, float]) -> str:
     """Teacher-forced non-CoT answer (stage 1): Qwen's grounding format, integer pixels.
 
-    ``<|object_ref_start|>expr<|object_ref_end|><|box_start|>(x1,y1),(x2,y2)<|box_end|>``
+    ``<|object_ref_start|>expr.<|object_ref_end|><|box_start|>(x1,y1),(x2,y2)<|box_end|>``
+    (the official stage 1 ends the expression with a period). Close the assistant turn
+    with ``answer_suffix()`` when teacher forcing.
     """
     x1, y1, x2, y2 = (_fmt_coord(v) for v in box)
+    if not expression.endswith("."):
+        expression += "."
     return f"{OBJECT_REF_START}{expression}{OBJECT_REF_END}{BOX_START}({x1},{y1}),({x2},{y2}){BOX_END}"
 
 
