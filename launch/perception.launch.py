@@ -17,9 +17,7 @@ from lens_ros.ros_env import PROFILE_ENV, configure_dds
 
 
 def _start_nodes(context, *args, **kwargs):
-    values = {
-        a.name: LaunchConfiguration(a.name).perform(context) for a in LAUNCH_ARGUMENTS
-    }
+    values = {a.name: LaunchConfiguration(a.name).perform(context) for a in LAUNCH_ARGUMENTS}
     # Camera frames need the shipped Fast DDS profile in every process, RViz included.
     actions = []
     if not os.environ.get(PROFILE_ENV):
@@ -44,9 +42,6 @@ def _start_nodes(context, *args, **kwargs):
 
 def generate_launch_description():
     declared = [
-        DeclareLaunchArgument(
-            a.name, default_value=a.default, description=a.description
-        )
-        for a in LAUNCH_ARGUMENTS
+        DeclareLaunchArgument(a.name, default_value=a.default, description=a.description) for a in LAUNCH_ARGUMENTS
     ]
     return LaunchDescription([*declared, OpaqueFunction(function=_start_nodes)])

@@ -87,9 +87,7 @@ class StampBuffer:
     def active(self, within_s: float = 2.0) -> bool:
         """True when the stream delivered something in the last ``within_s`` seconds."""
         with self._cond:
-            return (
-                bool(self._items) and time.monotonic() - self._last_arrival < within_s
-            )
+            return bool(self._items) and time.monotonic() - self._last_arrival < within_s
 
     def nearest(self, stamp_s: float, slop_s: float) -> Any:
         with self._cond:

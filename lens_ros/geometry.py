@@ -29,31 +29,23 @@ class TargetPose:
     num_points: int
 
 
-def depth_to_metres(
-    depth: np.ndarray, encoding: str, depth_scale: float = 0.001
-) -> np.ndarray:
+def depth_to_metres(depth: np.ndarray, encoding: str, depth_scale: float = 0.001) -> np.ndarray:
     """float32 metres with NaN where the sensor gave no reading (0, NaN, inf)."""
     if depth.ndim == 3 and depth.shape[2] == 1:
         depth = depth[:, :, 0]
     if depth.ndim != 2:
-        raise BadInputError(
-            f"depth image must be single-channel, got shape {depth.shape}"
-        )
+        raise BadInputError(f"depth image must be single-channel, got shape {depth.shape}")
     if encoding in ("16UC1", "mono16"):
         metres = depth.astype(np.float32) * np.float32(depth_scale)
     elif encoding == "32FC1":
         metres = depth.astype(np.float32, copy=True)
     else:
-        raise BadInputError(
-            f"depth encoding {encoding!r} not supported (16UC1 mm or 32FC1 m)"
-        )
+        raise BadInputError(f"depth encoding {encoding!r} not supported (16UC1 mm or 32FC1 m)")
     metres[~np.isfinite(metres) | (metres <= 0)] = np.nan
     return metres
 
 
-def intrinsics_for(
-    k: np.ndarray, info_size: tuple[int, int], image_size: tuple[int, int]
-) -> np.ndarray:
+def intrinsics_for(k: np.ndarray, info_size: tuple[int, int], image_size: tuple[int, int]) -> np.ndarray:
     """Scale a 3x3 K given for ``info_size`` (h, w) to ``image_size`` (h, w)."""
     k = np.asarray(k, dtype=np.float64).reshape(3, 3).copy()
     (ih, iw), (h, w) = info_size, image_size
@@ -62,9 +54,7 @@ def intrinsics_for(
         k[1] *= h / ih
         k[2] = (0.0, 0.0, 1.0)
     if k[0, 0] <= 0 or k[1, 1] <= 0:
-        raise BadInputError(
-            f"camera_info has no valid focal length (K={k.ravel().tolist()})"
-        )
+        raise BadInputError(f"camera_info has no valid focal length (K={k.ravel().tolist()})")
     return k
 
 
@@ -93,12 +83,7 @@ def masked_points(
     """
     depth_m = resize_nearest(depth_m, mask.shape)
     with np.errstate(invalid="ignore"):
-        valid = (
-            mask
-            & np.isfinite(depth_m)
-            & (depth_m >= min_depth)
-            & (depth_m <= max_depth)
-        )
+        valid = mask & np.isfinite(depth_m) & (depth_m >= min_depth) & (depth_m <= max_depth)
     rows, cols = np.nonzero(valid)
     z = depth_m[rows, cols].astype(np.float64)
     if reject_outliers and z.size:
@@ -118,9 +103,7 @@ def principal_pose(points: np.ndarray) -> TargetPose:
     points back towards the camera and the major axis has a non-negative x.
     """
     if points.shape[0] < MIN_POINTS:
-        raise BadInputError(
-            f"only {points.shape[0]} valid depth points under the mask (need {MIN_POINTS})"
-        )
+        raise BadInputError(f"only {points.shape[0]} valid depth points under the mask (need {MIN_POINTS})")
     pts = points.astype(np.float64)
     centroid = pts.mean(axis=0)
     centred = pts - centroid

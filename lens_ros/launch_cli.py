@@ -50,9 +50,7 @@ def command_for(spec: NodeSpec) -> list[str] | None:
 class ProcessGroup:
     """The launched nodes: start, watch, and stop them with SIGINT then SIGTERM/SIGKILL."""
 
-    def __init__(
-        self, env: dict[str, str] | None = None, stdout=None, stderr=None
-    ) -> None:
+    def __init__(self, env: dict[str, str] | None = None, stdout=None, stderr=None) -> None:
         self.env = dict(os.environ if env is None else env)
         configure_dds(self.env)
         self.stdout, self.stderr = stdout, stderr
@@ -83,11 +81,7 @@ class ProcessGroup:
         return process
 
     def exited(self) -> dict[str, int]:
-        return {
-            name: p.returncode
-            for name, p in self.processes.items()
-            if p.poll() is not None
-        }
+        return {name: p.returncode for name, p in self.processes.items() if p.poll() is not None}
 
     def stop(self, grace_s: float = GRACE_S) -> dict[str, int]:
         """SIGINT to every running node, then SIGTERM and SIGKILL to those that linger."""
@@ -105,9 +99,7 @@ class ProcessGroup:
                 except ProcessLookupError:
                     pass
             deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline and any(
-                p.poll() is None for p in running
-            ):
+            while time.monotonic() < deadline and any(p.poll() is None for p in running):
                 time.sleep(0.05)
         return {name: p.returncode for name, p in self.processes.items()}
 
@@ -123,10 +115,7 @@ def parse_launch_arguments(items: list[str]) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    help_args = "\n".join(
-        f"  {a.name}:={a.default or repr('')}  {a.description}"
-        for a in LAUNCH_ARGUMENTS
-    )
+    help_args = "\n".join(f"  {a.name}:={a.default or repr('')}  {a.description}" for a in LAUNCH_ARGUMENTS)
     cli = argparse.ArgumentParser(
         prog="lens-launch",
         description="Start lens_node (and optionally the sim camera) like perception.launch.py.",
@@ -134,9 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cli.add_argument("arguments", nargs="*", help="name:=value launch arguments")
-    cli.add_argument(
-        "--dry-run", action="store_true", help="print the commands and exit"
-    )
+    cli.add_argument("--dry-run", action="store_true", help="print the commands and exit")
     options = cli.parse_args(argv)
     try:
         specs = node_specs(parse_launch_arguments(options.arguments))
@@ -146,11 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     if options.dry_run:
         for spec in specs:
             argv_ = command_for(spec)
-            print(
-                shlex.join(argv_)
-                if argv_
-                else f"# {spec.name}: {spec.executable} not found"
-            )
+            print(shlex.join(argv_) if argv_ else f"# {spec.name}: {spec.executable} not found")
         return 0
 
     group = ProcessGroup()

@@ -62,9 +62,7 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
         "/camera/depth/image_raw",
         "Depth image aligned to the colour image (16UC1 mm or 32FC1 m)",
     ),
-    LaunchArgument(
-        "camera_info", "/camera/camera_info", "CameraInfo of the colour image"
-    ),
+    LaunchArgument("camera_info", "/camera/camera_info", "CameraInfo of the colour image"),
     LaunchArgument("instruction", "/instruction", "std_msgs/String instruction topic"),
     LaunchArgument(
         "use_compressed",
@@ -108,9 +106,7 @@ def resolve_arguments(values: Mapping[str, str] | None = None) -> dict[str, str]
     values = dict(values or {})
     unknown = sorted(set(values) - set(ARGUMENT_NAMES))
     if unknown:
-        raise ValueError(
-            f"unknown launch arguments {unknown}; known: {list(ARGUMENT_NAMES)}"
-        )
+        raise ValueError(f"unknown launch arguments {unknown}; known: {list(ARGUMENT_NAMES)}")
     resolved = {a.name: a.default for a in LAUNCH_ARGUMENTS}
     resolved.update({k: str(v) for k, v in values.items()})
     return resolved
@@ -194,9 +190,7 @@ def parameter_value(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
-    return json.dumps(
-        str(value)
-    )  # a quoted YAML string stays a string ("1.0", "", "true")
+    return json.dumps(str(value))  # a quoted YAML string stays a string ("1.0", "", "true")
 
 
 def ros_arguments(spec: NodeSpec) -> list[str]:

@@ -43,9 +43,7 @@ def status_of(result: SegmentationResult, min_score: float = 0.0) -> tuple[int, 
 
 
 def fill_pose(msg_pose: Pose, pose: TargetPose) -> None:
-    msg_pose.position.x, msg_pose.position.y, msg_pose.position.z = (
-        float(v) for v in pose.position
-    )
+    msg_pose.position.x, msg_pose.position.y, msg_pose.position.z = (float(v) for v in pose.position)
     q = pose.quaternion_xyzw
     msg_pose.orientation.x, msg_pose.orientation.y = float(q[0]), float(q[1])
     msg_pose.orientation.z, msg_pose.orientation.w = float(q[2]), float(q[3])
@@ -83,9 +81,7 @@ def segmentation_message(
     """lens_ros/Segmentation for one frame; ``result`` None gives an empty answer with a status."""
     from lens_ros.msg import Segmentation, SegmentedObject
 
-    msg = Segmentation(
-        header=header, instruction=bounded(instruction), status=int(status)
-    )
+    msg = Segmentation(header=header, instruction=bounded(instruction), status=int(status))
     msg.status_text = bounded(status_text, 1024)
     msg.total_ms = float(total_ms)
     if result is None:
@@ -99,16 +95,10 @@ def segmentation_message(
     for i in range(n):
         mask = result.masks[i]
         obj = SegmentedObject()
-        obj.label = bounded(
-            result.labels[i] if i < len(result.labels) else "", MAX_LABEL_CHARS
-        )
+        obj.label = bounded(result.labels[i] if i < len(result.labels) else "", MAX_LABEL_CHARS)
         obj.score = float(result.scores[i]) if i < result.scores.size else 0.0
         obj.box = box_to_roi(result.boxes[i], mask.shape[0], mask.shape[1])
-        obj.mask = (
-            mask_images[i]
-            if mask_images and i < len(mask_images)
-            else mask_image(mask, header)
-        )
+        obj.mask = mask_images[i] if mask_images and i < len(mask_images) else mask_image(mask, header)
         pose = poses[i] if poses and i < len(poses) else None
         if pose is not None:
             obj.has_pose = True
@@ -125,9 +115,7 @@ def pose_stamped(header, pose: TargetPose) -> PoseStamped:
     return msg
 
 
-def point_cloud(
-    header, points: np.ndarray, rgb: np.ndarray | None = None
-) -> PointCloud2:
+def point_cloud(header, points: np.ndarray, rgb: np.ndarray | None = None) -> PointCloud2:
     """Unorganised PointCloud2 of (N, 3) float32 points, with packed rgb if (N, 3) uint8 colours are given."""
     points = np.ascontiguousarray(points, dtype=np.float32).reshape(-1, 3)
     fields = [
@@ -140,9 +128,7 @@ def point_cloud(
         packed = ((rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]).astype("<u4")
         data = np.empty(len(points), dtype=[("xyz", "<f4", 3), ("rgb", "<u4")])
         data["xyz"], data["rgb"] = points, packed
-        fields.append(
-            PointField(name="rgb", offset=12, datatype=PointField.FLOAT32, count=1)
-        )
+        fields.append(PointField(name="rgb", offset=12, datatype=PointField.FLOAT32, count=1))
         step = 16
     else:
         data = points.astype("<f4")
@@ -166,9 +152,7 @@ def cloud_to_numpy(msg: PointCloud2) -> np.ndarray:
     return np.ascontiguousarray(raw[:, :12]).view("<f4").reshape(-1, 3)
 
 
-def diagnostic_array(
-    stamp, name: str, hardware_id: str, level: int, message: str, values: dict
-):
+def diagnostic_array(stamp, name: str, hardware_id: str, level: int, message: str, values: dict):
     """DiagnosticArray with one status (key/values stringified and bounded)."""
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
@@ -178,9 +162,7 @@ def diagnostic_array(
         message=bounded(message, 512),
         hardware_id=hardware_id,
     )
-    status.values = [
-        KeyValue(key=str(k), value=bounded(_fmt(v), 512)) for k, v in values.items()
-    ]
+    status.values = [KeyValue(key=str(k), value=bounded(_fmt(v), 512)) for k, v in values.items()]
     array = DiagnosticArray()
     array.header.stamp = stamp
     array.status = [status]

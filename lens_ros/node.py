@@ -117,9 +117,7 @@ class LensBehaviour:
     def _create_interfaces(self) -> None:
         cfg = self.config
         inputs = MutuallyExclusiveCallbackGroup()
-        sensor_qos = QoSProfile(
-            depth=cfg.image_queue_size, reliability=qos_profile_sensor_data.reliability
-        )
+        sensor_qos = QoSProfile(depth=cfg.image_queue_size, reliability=qos_profile_sensor_data.reliability)
         if cfg.use_compressed:
             self._io.append(
                 self.create_subscription(
@@ -131,17 +129,9 @@ class LensBehaviour:
                 )
             )
         else:
-            self._io.append(
-                self.create_subscription(
-                    Image, "image", self._on_image, sensor_qos, callback_group=inputs
-                )
-            )
+            self._io.append(self.create_subscription(Image, "image", self._on_image, sensor_qos, callback_group=inputs))
         if cfg.use_depth:
-            self._io.append(
-                self.create_subscription(
-                    Image, "depth", self._on_depth, sensor_qos, callback_group=inputs
-                )
-            )
+            self._io.append(self.create_subscription(Image, "depth", self._on_depth, sensor_qos, callback_group=inputs))
             self._io.append(
                 self.create_subscription(
                     CameraInfo,
@@ -165,20 +155,14 @@ class LensBehaviour:
                 callback_group=inputs,
             )
         )
-        self.pub_segmentation = self.create_publisher(
-            Segmentation, "~/segmentation", OUTPUT_QOS
-        )
+        self.pub_segmentation = self.create_publisher(Segmentation, "~/segmentation", OUTPUT_QOS)
         self.pub_mask = self.create_publisher(Image, "~/mask", OUTPUT_QOS)
         self.pub_overlay = self.create_publisher(Image, "~/overlay", OUTPUT_QOS)
         self.pub_rationale = self.create_publisher(String, "~/rationale", latched)
         self.pub_markers = self.create_publisher(MarkerArray, "~/markers", OUTPUT_QOS)
         self.pub_pose = self.create_publisher(PoseStamped, "~/target_pose", OUTPUT_QOS)
-        self.pub_cloud = self.create_publisher(
-            PointCloud2, "~/target_cloud", OUTPUT_QOS
-        )
-        self.pub_diagnostics = self.create_publisher(
-            DiagnosticArray, "/diagnostics", OUTPUT_QOS
-        )
+        self.pub_cloud = self.create_publisher(PointCloud2, "~/target_cloud", OUTPUT_QOS)
+        self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
         self._io += [
             self.pub_segmentation,
             self.pub_mask,
@@ -252,9 +236,7 @@ class LensBehaviour:
     def _start_worker(self) -> None:
         self._slot.reopen()
         self._running.set()
-        self._worker = threading.Thread(
-            target=self._work, name="lens_worker", daemon=True
-        )
+        self._worker = threading.Thread(target=self._work, name="lens_worker", daemon=True)
         self._worker.start()
 
     def _stop_worker(self) -> None:
@@ -275,11 +257,7 @@ class LensBehaviour:
         if self._instruction is None:
             self.stats.drop("no_instruction")
             return
-        if (
-            not self.config.track
-            and self._state_version == self._instruction.version
-            and not self._reason_due()
-        ):
+        if not self.config.track and self._state_version == self._instruction.version and not self._reason_due():
             self.stats.drop("not_tracking")
             return
         if not self._slot.put(frame):
@@ -309,25 +287,17 @@ class LensBehaviour:
         self.get_logger().info(f"new instruction: {text[:200]!r}")
         frame = self._latest_frame
         if frame is not None and self.pipeline is not None:
-            self._slot.put(
-                frame
-            )  # answer on the newest frame without waiting for the next one
+            self._slot.put(frame)  # answer on the newest frame without waiting for the next one
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         changes = {}
         for param in params:
-            problem = (
-                check_value(param.name, param.value)
-                if hasattr(NodeConfig, param.name)
-                else ""
-            )
+            problem = check_value(param.name, param.value) if hasattr(NodeConfig, param.name) else ""
             if problem:
                 return SetParametersResult(successful=False, reason=problem)
             if hasattr(NodeConfig, param.name):
                 changes[param.name] = (
-                    float(param.value)
-                    if isinstance(getattr(self.config, param.name), float)
-                    else param.value
+                    float(param.value) if isinstance(getattr(self.config, param.name), float) else param.value
                 )
         self.config = self.config.replace(**changes)
         return SetParametersResult(successful=True)
@@ -340,7 +310,7 @@ class LensBehaviour:
                 continue
             try:
                 self._process(frame)
-            except Exception as exc:  # noqa: BLE001 - the worker must survive anything a frame causes
+            except Exception as exc:  # the worker must survive anything a frame causes
                 self.stats.drop("error")
                 self._note_error(f"unexpected error: {type(exc).__name__}: {exc}")
 
@@ -356,15 +326,9 @@ class LensBehaviour:
             decoded = self._decode(frame.msg)
         except BadInputError as exc:
             self.stats.drop("bad_image")
-            self._report_bad_input(
-                header, instruction.text if instruction else "", str(exc)
-            )
+            self._report_bad_input(header, instruction.text if instruction else "", str(exc))
             return
-        reason = (
-            self._track_state is None
-            or self._state_version != instruction.version
-            or self._reason_due()
-        )
+        reason = self._track_state is None or self._state_version != instruction.version or self._reason_due()
         with self._pipeline_lock:
             if self.pipeline is None:
                 self.stats.drop("inactive")
@@ -379,7 +343,7 @@ class LensBehaviour:
                 self.stats.drop("bad_input")
                 self._report_bad_input(header, instruction.text, str(exc))
                 return
-            except Exception as exc:  # noqa: BLE001 - reported in ~/segmentation, node keeps running
+            except Exception as exc:  # reported in ~/segmentation, node keeps running
                 self._track_state, self._state_version = (
                     None,
                     -1,
@@ -388,9 +352,7 @@ class LensBehaviour:
                 return
             self._track_state, self._state_version = state, instruction.version
         self.stats.event("reasoned" if reason else "tracked")
-        self.stats.latency(
-            "reasoning" if reason else "tracking", result.timings.total_ms
-        )
+        self.stats.latency("reasoning" if reason else "tracking", result.timings.total_ms)
         self._publish_result(decoded, instruction.text, result, frame.received)
 
     def _decode(self, msg) -> DecodedFrame:
@@ -400,9 +362,7 @@ class LensBehaviour:
             rgb = to_rgb8(image_to_numpy(msg), msg.encoding)
         h, w = rgb.shape[:2]
         if h * w > self.config.max_image_pixels:
-            raise BadInputError(
-                f"image of {w}x{h} px exceeds max_image_pixels {self.config.max_image_pixels}"
-            )
+            raise BadInputError(f"image of {w}x{h} px exceeds max_image_pixels {self.config.max_image_pixels}")
         decoded = DecodedFrame(msg.header, rgb)
         if self.config.use_depth and self._depth.active():
             self._attach_depth(decoded)
@@ -418,12 +378,8 @@ class LensBehaviour:
             self.stats.drop("depth_unmatched")
             return
         try:
-            depth = geometry.depth_to_metres(
-                image_to_numpy(depth_msg), depth_msg.encoding, cfg.depth_scale
-            )
-            decoded.k = geometry.intrinsics_for(
-                np.asarray(info.k), (info.height, info.width), decoded.rgb.shape[:2]
-            )
+            depth = geometry.depth_to_metres(image_to_numpy(depth_msg), depth_msg.encoding, cfg.depth_scale)
+            decoded.k = geometry.intrinsics_for(np.asarray(info.k), (info.height, info.width), decoded.rgb.shape[:2])
             decoded.depth_m = geometry.resize_nearest(depth, decoded.rgb.shape[:2])
         except BadInputError as exc:
             self.stats.drop("bad_depth")
@@ -435,9 +391,7 @@ class LensBehaviour:
         if decoded.depth_m is None or not mask.any():
             return None, None
         cfg = self.config
-        points, pixels = geometry.masked_points(
-            mask, decoded.depth_m, decoded.k, cfg.min_depth_m, cfg.max_depth_m
-        )
+        points, pixels = geometry.masked_points(mask, decoded.depth_m, decoded.k, cfg.min_depth_m, cfg.max_depth_m)
         try:
             return geometry.principal_pose(points), (points, pixels)
         except BadInputError as exc:
@@ -457,11 +411,7 @@ class LensBehaviour:
         header = decoded.header
         status, status_text = messages.status_of(result, cfg.min_score)
         usable = status in (Segmentation.STATUS_OK, Segmentation.STATUS_PARSE_FALLBACK)
-        mask = (
-            result.masks[0]
-            if result.masks.shape[0]
-            else np.zeros(decoded.rgb.shape[:2], bool)
-        )
+        mask = result.masks[0] if result.masks.shape[0] else np.zeros(decoded.rgb.shape[:2], bool)
         pose, cloud = self._target_pose(decoded, mask) if usable else (None, None)
         mask_msg = messages.mask_image(mask, header)
         total_ms = (time.monotonic() - received) * 1000.0
@@ -481,9 +431,7 @@ class LensBehaviour:
         if cfg.publish_mask:
             self.pub_mask.publish(mask_msg)
         if cfg.publish_rationale and not result.tracked:
-            self.pub_rationale.publish(
-                String(data=messages.bounded(result.rationale or result.answer))
-            )
+            self.pub_rationale.publish(String(data=messages.bounded(result.rationale or result.answer)))
         label = result.labels[0] if result.labels else instruction
         if cfg.publish_overlay:
             box = result.boxes[0] if usable and result.boxes.shape[0] else None
@@ -568,10 +516,7 @@ class LensBehaviour:
         )
         if self.pipeline is None:
             level, message = DiagnosticStatus.WARN, "model not loaded"
-        elif (
-            values["last_error"]
-            and time.monotonic() - self.stats.last_error_time < 10.0
-        ):
+        elif values["last_error"] and time.monotonic() - self.stats.last_error_time < 10.0:
             level, message = DiagnosticStatus.WARN, values["last_error"]
         else:
             level, message = DiagnosticStatus.OK, "ok"
@@ -609,9 +554,7 @@ class LensBehaviour:
         try:
             decoded = self._decode(msg)
         except BadInputError as exc:
-            return self._service_failure(
-                response, Segmentation.STATUS_BAD_INPUT, str(exc), msg.header
-            )
+            return self._service_failure(response, Segmentation.STATUS_BAD_INPUT, str(exc), msg.header)
         with self._pipeline_lock:
             if self.pipeline is None:
                 return self._service_failure(
@@ -623,10 +566,8 @@ class LensBehaviour:
             try:
                 result, _ = self.pipeline.segment(decoded.rgb, instruction)
             except BadInputError as exc:
-                return self._service_failure(
-                    response, Segmentation.STATUS_BAD_INPUT, str(exc), msg.header
-                )
-            except Exception as exc:  # noqa: BLE001 - reported in the response
+                return self._service_failure(response, Segmentation.STATUS_BAD_INPUT, str(exc), msg.header)
+            except Exception as exc:  # reported in the response
                 return self._service_failure(
                     response,
                     Segmentation.STATUS_ERROR,
@@ -635,11 +576,7 @@ class LensBehaviour:
                 )
         self.stats.event("service")
         status, status_text = messages.status_of(result, self.config.min_score)
-        mask = (
-            result.masks[0]
-            if result.masks.shape[0]
-            else np.zeros(decoded.rgb.shape[:2], bool)
-        )
+        mask = result.masks[0] if result.masks.shape[0] else np.zeros(decoded.rgb.shape[:2], bool)
         pose, _ = self._target_pose(decoded, mask)
         response.result = messages.segmentation_message(
             decoded.header,
@@ -657,16 +594,12 @@ class LensBehaviour:
         response.message = status_text or "ok"
         return response
 
-    def _service_failure(
-        self, response, status: int, text: str, header: Header | None = None
-    ):
+    def _service_failure(self, response, status: int, text: str, header: Header | None = None):
         self.stats.drop("service_rejected")
         self.get_logger().warning(f"~/segment: {text}", throttle_duration_sec=1.0)
         response.success = False
         response.message = messages.bounded(text, 1024)
-        response.result = messages.segmentation_message(
-            header or Header(), "", None, status=status, status_text=text
-        )
+        response.result = messages.segmentation_message(header or Header(), "", None, status=status, status_text=text)
         return response
 
 
@@ -728,12 +661,8 @@ class LensLifecycleNode(LensBehaviour, LifecycleNode):
 def main(args: list[str] | None = None) -> int:
     configure_dds()
     rclpy.init(args=args)
-    cli = argparse.ArgumentParser(
-        prog="lens_node", description="LENS language-instructed segmentation node"
-    )
-    cli.add_argument(
-        "--lifecycle", action="store_true", help="run as a managed lifecycle node"
-    )
+    cli = argparse.ArgumentParser(prog="lens_node", description="LENS language-instructed segmentation node")
+    cli.add_argument("--lifecycle", action="store_true", help="run as a managed lifecycle node")
     options = cli.parse_args(rclpy.utilities.remove_ros_args(args)[1:])
     node, code = None, 0
     try:

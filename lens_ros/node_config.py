@@ -49,15 +49,9 @@ class NodeConfig:
         "",
         "Directory holding the preset's weights (empty: the preset's default location)",
     )
-    device: str = _param(
-        "auto", "Torch device: auto (cuda if available), cpu, cuda, cuda:N"
-    )
-    dtype: str = _param(
-        "auto", "Weights dtype", choices=("auto", "float32", "bfloat16", "float16")
-    )
-    segmenter_backend: str = _param(
-        "torch", "Segmenter runtime", choices=("torch", "onnx")
-    )
+    device: str = _param("auto", "Torch device: auto (cuda if available), cpu, cuda, cuda:N")
+    dtype: str = _param("auto", "Weights dtype", choices=("auto", "float32", "bfloat16", "float16"))
+    segmenter_backend: str = _param("torch", "Segmenter runtime", choices=("torch", "onnx"))
     # Decisions
     min_score: float = _param(
         0.0,
@@ -87,26 +81,16 @@ class NodeConfig:
     )
     # Outputs
     publish_mask: bool = _param(True, "Publish ~/mask (mono8)", runtime=True)
-    publish_overlay: bool = _param(
-        True, "Publish ~/overlay (rgb8 drawing for RViz)", runtime=True
-    )
-    publish_rationale: bool = _param(
-        True, "Publish ~/rationale when the model reasons", runtime=True
-    )
-    publish_markers: bool = _param(
-        True, "Publish ~/markers (MarkerArray) when a 3D pose is known", runtime=True
-    )
+    publish_overlay: bool = _param(True, "Publish ~/overlay (rgb8 drawing for RViz)", runtime=True)
+    publish_rationale: bool = _param(True, "Publish ~/rationale when the model reasons", runtime=True)
+    publish_markers: bool = _param(True, "Publish ~/markers (MarkerArray) when a 3D pose is known", runtime=True)
     publish_pose: bool = _param(
         True,
         "Publish ~/target_pose when depth and camera_info are available",
         runtime=True,
     )
-    publish_cloud: bool = _param(
-        True, "Publish ~/target_cloud (the object's points)", runtime=True
-    )
-    overlay_alpha: float = _param(
-        0.5, "Mask opacity in ~/overlay", runtime=True, low=0.0, high=1.0
-    )
+    publish_cloud: bool = _param(True, "Publish ~/target_cloud (the object's points)", runtime=True)
+    overlay_alpha: float = _param(0.5, "Mask opacity in ~/overlay", runtime=True, low=0.0, high=1.0)
     max_cloud_points: int = _param(
         20000,
         "Subsample ~/target_cloud to at most this many points",
@@ -120,12 +104,8 @@ class NodeConfig:
         "Subscribe to image/compressed (sensor_msgs/CompressedImage) instead of image",
     )
     use_depth: bool = _param(True, "Subscribe to depth and camera_info for 3D outputs")
-    image_queue_size: int = _param(
-        2, "QoS depth of the image subscriptions", low=1, high=100
-    )
-    depth_buffer_size: int = _param(
-        30, "Recent depth/camera_info messages kept for time matching", low=1, high=1000
-    )
+    image_queue_size: int = _param(2, "QoS depth of the image subscriptions", low=1, high=100)
+    depth_buffer_size: int = _param(30, "Recent depth/camera_info messages kept for time matching", low=1, high=1000)
     sync_slop_s: float = _param(
         0.02,
         "Largest stamp difference between an image and its depth/camera_info",
@@ -140,9 +120,7 @@ class NodeConfig:
         low=0.0,
         high=1.0,
     )
-    depth_scale: float = _param(
-        0.001, "Metres per unit of 16UC1 depth images", runtime=True, low=0.0, high=10.0
-    )
+    depth_scale: float = _param(0.001, "Metres per unit of 16UC1 depth images", runtime=True, low=0.0, high=10.0)
     min_depth_m: float = _param(
         0.05,
         "Depth readings below this are ignored",
@@ -165,9 +143,7 @@ class NodeConfig:
         high=1_000_000_000,
     )
     # Diagnostics
-    diagnostics_period_s: float = _param(
-        1.0, "Period of /diagnostics", low=0.05, high=3600.0
-    )
+    diagnostics_period_s: float = _param(1.0, "Period of /diagnostics", low=0.05, high=3600.0)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> NodeConfig:
@@ -175,16 +151,12 @@ class NodeConfig:
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(values) - set(known))
         if unknown:
-            raise ValueError(
-                f"unknown lens_node parameters {unknown}; known: {sorted(known)}"
-            )
+            raise ValueError(f"unknown lens_node parameters {unknown}; known: {sorted(known)}")
         coerced = {name: _coerce(known[name], value) for name, value in values.items()}
         return cls(**coerced)
 
     @classmethod
-    def from_params_file(
-        cls, path: str | Path, node_name: str = NODE_NAME
-    ) -> NodeConfig:
+    def from_params_file(cls, path: str | Path, node_name: str = NODE_NAME) -> NodeConfig:
         """Read a ROS params file (``node: {ros__parameters: {...}}``, ``/**`` also matches)."""
         return cls.from_dict(read_params_file(path, node_name))
 
@@ -249,23 +221,15 @@ def declare_parameters(node) -> NodeConfig:
 
     for f in fields(NodeConfig):
         meta = f.metadata
-        descriptor = ParameterDescriptor(
-            name=f.name, description=meta["description"], read_only=not meta["runtime"]
-        )
+        descriptor = ParameterDescriptor(name=f.name, description=meta["description"], read_only=not meta["runtime"])
         if meta["choices"]:
             descriptor.additional_constraints = "one of: " + ", ".join(meta["choices"])
         if meta["low"] is not None and isinstance(f.default, float):
             descriptor.floating_point_range = [
-                FloatingPointRange(
-                    from_value=float(meta["low"]), to_value=float(meta["high"])
-                )
+                FloatingPointRange(from_value=float(meta["low"]), to_value=float(meta["high"]))
             ]
         elif meta["low"] is not None and isinstance(f.default, int):
-            descriptor.integer_range = [
-                IntegerRange(
-                    from_value=int(meta["low"]), to_value=int(meta["high"]), step=0
-                )
-            ]
+            descriptor.integer_range = [IntegerRange(from_value=int(meta["low"]), to_value=int(meta["high"]), step=0)]
         node.declare_parameter(f.name, f.default, descriptor)
     values = {f.name: node.get_parameter(f.name).value for f in fields(NodeConfig)}
     config = NodeConfig.from_dict(values)

@@ -103,35 +103,23 @@ class SimCamera(Node):
         self.width = self.declare_parameter("width", 320).value
         self.height = self.declare_parameter("height", 240).value
         self.seed = self.declare_parameter("seed", 0).value
-        self.speed = self.declare_parameter(
-            "speed", 1.0
-        ).value  # scene seconds per second; 0 freezes it
+        self.speed = self.declare_parameter("speed", 1.0).value  # scene seconds per second; 0 freezes it
         self.start_time = self.declare_parameter("start_time", 0.0).value
         self.depth_encoding = self.declare_parameter("depth_encoding", "32FC1").value
-        self.frame_id = self.declare_parameter(
-            "frame_id", "camera_color_optical_frame"
-        ).value
-        self.publish_compressed = self.declare_parameter(
-            "publish_compressed", False
-        ).value
+        self.frame_id = self.declare_parameter("frame_id", "camera_color_optical_frame").value
+        self.publish_compressed = self.declare_parameter("publish_compressed", False).value
         self.publish_depth = self.declare_parameter("publish_depth", True).value
         if self.depth_encoding not in ("32FC1", "16UC1"):
-            raise ValueError(
-                f"depth_encoding must be 32FC1 or 16UC1, got {self.depth_encoding!r}"
-            )
+            raise ValueError(f"depth_encoding must be 32FC1 or 16UC1, got {self.depth_encoding!r}")
         if not (0.0 < self.rate_hz <= 1000.0) or self.width < 16 or self.height < 16:
-            raise ValueError(
-                "rate_hz must be in (0, 1000] and width/height at least 16"
-            )
+            raise ValueError("rate_hz must be in (0, 1000] and width/height at least 16")
 
         from training.data.synthetic_world import SceneAnimator
 
         self.animator = SceneAnimator(self.seed, size=(self.width, self.height))
         sensor = QoSProfile(depth=2, reliability=qos_profile_sensor_data.reliability)
         self.pub_image = self.create_publisher(Image, "camera/image_raw", sensor)
-        self.pub_compressed = self.create_publisher(
-            CompressedImage, "camera/image_raw/compressed", sensor
-        )
+        self.pub_compressed = self.create_publisher(CompressedImage, "camera/image_raw/compressed", sensor)
         self.pub_depth = self.create_publisher(Image, "camera/depth/image_raw", sensor)
         self.pub_info = self.create_publisher(CameraInfo, "camera/camera_info", sensor)
         self.pub_truth = self.create_publisher(String, "~/ground_truth", 10)
@@ -154,23 +142,14 @@ class SimCamera(Node):
         header = Header(stamp=now.to_msg(), frame_id=self.frame_id)
         self.pub_image.publish(numpy_to_image(frame.image, "rgb8", header))
         if self.publish_compressed:
-            self.pub_compressed.publish(
-                numpy_to_compressed(frame.image, "jpeg", header)
-            )
+            self.pub_compressed.publish(numpy_to_compressed(frame.image, "jpeg", header))
         if self.publish_depth:
             depth = frame.depth.astype(np.float32)
             if self.depth_encoding == "16UC1":
-                depth = (
-                    np.nan_to_num(depth * 1000.0, nan=0.0, posinf=0.0)
-                    .clip(0, 65535)
-                    .round()
-                    .astype(np.uint16)
-                )
+                depth = np.nan_to_num(depth * 1000.0, nan=0.0, posinf=0.0).clip(0, 65535).round().astype(np.uint16)
             self.pub_depth.publish(numpy_to_image(depth, self.depth_encoding, header))
         self.pub_info.publish(camera_info(frame.K, self.width, self.height, header))
-        self.pub_truth.publish(
-            String(data=json.dumps(ground_truth(frame, t, self.seed, header)))
-        )
+        self.pub_truth.publish(String(data=json.dumps(ground_truth(frame, t, self.seed, header))))
         self.pub_labels.publish(numpy_to_image(label_image(frame), "mono8", header))
         self.frames += 1
 

@@ -33,9 +33,7 @@ def draw_overlay(
         colour = np.array(MASK_COLOUR, dtype=np.float32)
         region = out[mask].astype(np.float32)
         out[mask] = (region * (1.0 - alpha) + colour * alpha).astype(np.uint8)
-        contours, _ = cv2.findContours(
-            mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
-        )
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(out, contours, -1, MASK_COLOUR, 1)
     scale = max(out.shape[0], out.shape[1]) / 640.0
     thickness = max(1, round(2 * scale))
@@ -49,12 +47,8 @@ def draw_overlay(
         caption = f"{caption} [{status}]" if caption else f"[{status}]"
     if caption:
         font_scale = max(0.3, 0.5 * scale)
-        (tw, th), base = cv2.getTextSize(
-            caption, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1
-        )
-        cv2.rectangle(
-            out, (0, 0), (min(tw + 4, out.shape[1]), th + base + 4), (0, 0, 0), -1
-        )
+        (tw, th), base = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+        cv2.rectangle(out, (0, 0), (min(tw + 4, out.shape[1]), th + base + 4), (0, 0, 0), -1)
         cv2.putText(
             out,
             caption,
@@ -68,9 +62,7 @@ def draw_overlay(
     return out
 
 
-def target_markers(
-    header, pose: TargetPose | None, label: str, lifetime_s: float = 1.0
-):
+def target_markers(header, pose: TargetPose | None, label: str, lifetime_s: float = 1.0):
     """A MarkerArray: an oriented box at the target pose and its label above it.
 
     With no pose, a DELETEALL marker clears what the last frame drew.
@@ -104,9 +96,7 @@ def target_markers(
         lifetime=lifetime,
     )
     text.pose.position.x = float(pose.position[0])
-    text.pose.position.y = float(
-        pose.position[1] - max(pose.extent) * 0.5 - 0.03
-    )  # above: -y in optical frame
+    text.pose.position.y = float(pose.position[1] - max(pose.extent) * 0.5 - 0.03)  # above: -y in optical frame
     text.pose.position.z = float(pose.position[2])
     text.pose.orientation.w = 1.0
     text.scale.z = 0.04

@@ -27,17 +27,13 @@ class OraclePipeline:
         self.calls = {"segment": 0, "track": 0}
 
     @classmethod
-    def from_pretrained(
-        cls, model, device="cpu", dtype="float32", segmenter_backend="torch"
-    ):
+    def from_pretrained(cls, model, device="cpu", dtype="float32", segmenter_backend="torch"):
         seed, t, w, h = os.environ["LENS_ORACLE_SCENE"].split(",")
         return cls(int(seed), float(t), (int(w), int(h)))
 
     def _result(self, image: np.ndarray, index: int, kind: str) -> SegmentationResult:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise BadInputError(
-                f"expected (H, W, 3) uint8, got {image.shape} {image.dtype}"
-            )
+            raise BadInputError(f"expected (H, W, 3) uint8, got {image.shape} {image.dtype}")
         self.calls[kind] += 1
         if index < 0 or image.shape[:2] != self.frame.image.shape[:2]:
             masks, boxes, scores, labels = (

@@ -20,9 +20,7 @@ SCENE = {"seed": 3, "t": 2.0, "width": 320, "height": 240}
 
 
 def oracle_env(scene: dict = SCENE) -> dict[str, str]:
-    return {
-        "LENS_ORACLE_SCENE": f"{scene['seed']},{scene['t']},{scene['width']},{scene['height']}"
-    }
+    return {"LENS_ORACLE_SCENE": f"{scene['seed']},{scene['t']},{scene['width']},{scene['height']}"}
 
 
 def frozen_camera_parameters(scene: dict = SCENE, **extra) -> dict:

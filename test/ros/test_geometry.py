@@ -22,40 +22,26 @@ def test_pose_of_ground_truth_masks_is_within_a_few_cm(seed):
         pose = geometry.principal_pose(points)
         error = np.linalg.norm(pose.position - obj.center)
         # The visible surface is nearer than the object's centre by up to its radius.
-        assert error < 0.04, (
-            f"{obj.name}: {error * 100:.1f} cm from the ground-truth centre"
-        )
+        assert error < 0.04, f"{obj.name}: {error * 100:.1f} cm from the ground-truth centre"
         assert np.allclose(pose.axes.T @ pose.axes, np.eye(3), atol=1e-6)
         assert np.linalg.det(pose.axes) > 0.999, "axes must be right-handed"
         assert np.isclose(np.linalg.norm(pose.quaternion_xyzw), 1.0)
-        assert pose.axes[:, 2] @ -pose.position > 0, (
-            "minor axis points back at the camera"
-        )
+        assert pose.axes[:, 2] @ -pose.position > 0, "minor axis points back at the camera"
 
 
 def test_16uc1_millimetres_and_invalid_readings():
     depth = np.array([[0, 1000], [65535, 500]], np.uint16)
     metres = geometry.depth_to_metres(depth, "16UC1", 0.001)
-    assert (
-        np.isnan(metres[0, 0])
-        and metres[0, 1] == pytest.approx(1.0)
-        and metres[1, 1] == pytest.approx(0.5)
-    )
-    floats = geometry.depth_to_metres(
-        np.array([[np.nan, np.inf], [-1.0, 2.0]], np.float32), "32FC1"
-    )
-    assert (
-        np.isnan(floats[:, 0]).all() and np.isnan(floats[0, 1]) and floats[1, 1] == 2.0
-    )
+    assert np.isnan(metres[0, 0]) and metres[0, 1] == pytest.approx(1.0) and metres[1, 1] == pytest.approx(0.5)
+    floats = geometry.depth_to_metres(np.array([[np.nan, np.inf], [-1.0, 2.0]], np.float32), "32FC1")
+    assert np.isnan(floats[:, 0]).all() and np.isnan(floats[0, 1]) and floats[1, 1] == 2.0
     with pytest.raises(BadInputError, match="not supported"):
         geometry.depth_to_metres(depth, "rgb8")
 
 
 def test_all_nan_depth_under_the_mask_is_a_clear_error():
     mask = np.ones((20, 20), bool)
-    points, _ = geometry.masked_points(
-        mask, np.full((20, 20), np.nan, np.float32), np.diag([100.0, 100.0, 1.0])
-    )
+    points, _ = geometry.masked_points(mask, np.full((20, 20), np.nan, np.float32), np.diag([100.0, 100.0, 1.0]))
     with pytest.raises(BadInputError, match="valid depth points"):
         geometry.principal_pose(points)
 
@@ -76,7 +62,5 @@ def test_a_flat_square_gives_its_plane_normal_and_size():
     pose = geometry.principal_pose(geometry.masked_points(mask, depth, k)[0])
     assert np.allclose(pose.axes[:, 2], [0, 0, -1], atol=1e-6)
     assert np.allclose(np.abs(pose.axes[:, 0]), [0, 1, 0], atol=1e-6)
-    assert pose.extent[0] == pytest.approx(0.78, abs=0.03) and pose.extent[
-        1
-    ] == pytest.approx(0.38, abs=0.03)
+    assert pose.extent[0] == pytest.approx(0.78, abs=0.03) and pose.extent[1] == pytest.approx(0.38, abs=0.03)
     assert pose.extent[2] < 1e-6 and pose.position[2] == pytest.approx(2.0)

@@ -28,31 +28,16 @@ LAUNCH_FILE = Path(__file__).resolve().parents[2] / "launch" / "perception.launc
 def test_launch_file_is_wired_from_the_shared_description():
     tree = ast.parse(LAUNCH_FILE.read_text())
     imported = {
-        (node.module, alias.name)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.ImportFrom)
-        for alias in node.names
+        (node.module, alias.name) for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for alias in node.names
     }
     assert ("launch_ros.actions", "Node") in imported
     assert ("lens_ros.launch_description", "LAUNCH_ARGUMENTS") in imported
     assert ("lens_ros.launch_description", "node_specs") in imported
-    functions = {
-        node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
-    }
+    functions = {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
     assert "generate_launch_description" in functions
-    literals = [
-        n.value
-        for n in ast.walk(tree)
-        if isinstance(n, ast.Constant) and isinstance(n.value, str)
-    ]
-    hard_coded = [
-        s
-        for s in literals
-        if s.startswith("/") or s.endswith(".yaml") or s in ("lens_node", "sim_camera")
-    ]
-    assert not hard_coded, (
-        f"topic names, files and node names belong in launch_description.py: {hard_coded}"
-    )
+    literals = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    hard_coded = [s for s in literals if s.startswith("/") or s.endswith(".yaml") or s in ("lens_node", "sim_camera")]
+    assert not hard_coded, f"topic names, files and node names belong in launch_description.py: {hard_coded}"
 
 
 class _Recorder:
@@ -88,11 +73,7 @@ def _run_launch_file(monkeypatch, values: dict[str, str]):
     spec.loader.exec_module(module)
     description = module.generate_launch_description()
     entities = description.args[0]
-    declared = {
-        e.args[0]: e.kwargs["default_value"]
-        for e in entities
-        if type(e).__name__ == "DeclareLaunchArgument"
-    }
+    declared = {e.args[0]: e.kwargs["default_value"] for e in entities if type(e).__name__ == "DeclareLaunchArgument"}
     opaque = next(e for e in entities if type(e).__name__ == "OpaqueFunction")
     context = {name: values.get(name, declared[name]) for name in declared}
     actions = opaque.kwargs["function"](context)
@@ -120,7 +101,7 @@ def test_launch_file_starts_what_the_description_says(monkeypatch, values):
     assert declared == {a.name: a.default for a in LAUNCH_ARGUMENTS}
     specs = node_specs(values)
     assert len(nodes) == len(specs)
-    for node, spec in zip(nodes, specs):
+    for node, spec in zip(nodes, specs, strict=True):
         kw = node.kwargs
         assert (kw["package"], kw["executable"], kw["name"]) == (
             spec.package,
@@ -130,12 +111,8 @@ def test_launch_file_starts_what_the_description_says(monkeypatch, values):
         assert kw["remappings"] == list(spec.remappings)
         assert kw["arguments"] == list(spec.arguments)
         files = [p for p in kw["parameters"] if isinstance(p, str)]
-        overrides = {
-            k: v for p in kw["parameters"] if isinstance(p, dict) for k, v in p.items()
-        }
-        assert files == list(spec.parameter_files) and overrides == dict(
-            spec.parameters
-        )
+        overrides = {k: v for p in kw["parameters"] if isinstance(p, dict) for k, v in p.items()}
+        assert files == list(spec.parameter_files) and overrides == dict(spec.parameters)
 
 
 def test_command_line_carries_the_same_parameters_and_remappings():
@@ -155,9 +132,7 @@ def test_command_line_carries_the_same_parameters_and_remappings():
     assert ["--params-file", node.parameter_files[0]] == ros[3:5]
     assert 'model:="/models/my bundle"' in ros and "image:=/cam/color" in ros
     assert "image/compressed:=/cam/color/compressed" in ros
-    assert "camera/image_raw:=/cam/color" in ros_arguments(camera), (
-        "the sim camera publishes where the node listens"
-    )
+    assert "camera/image_raw:=/cam/color" in ros_arguments(camera), "the sim camera publishes where the node listens"
 
 
 def test_unknown_launch_argument_is_refused(capsys):

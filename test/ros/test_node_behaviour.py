@@ -37,18 +37,14 @@ NODE = "/lens_node"
 def ground_truth_frame():
     from training.data.synthetic_world import SceneAnimator
 
-    return SceneAnimator(SCENE["seed"], size=(SCENE["width"], SCENE["height"])).frame(
-        SCENE["t"]
-    )
+    return SceneAnimator(SCENE["seed"], size=(SCENE["width"], SCENE["height"])).frame(SCENE["t"])
 
 
 @pytest.fixture(scope="module")
 def running(module_launcher):
     specs = node_specs({"use_sim_camera": "true", "device": "cpu"})
     specs = [
-        dataclasses.replace(
-            s, parameters={**s.parameters, **frozen_camera_parameters()}
-        )
+        dataclasses.replace(s, parameters={**s.parameters, **frozen_camera_parameters()})
         if s.name == "sim_camera"
         else s
         for s in specs
@@ -105,21 +101,16 @@ def test_tracking_publishes_later_frames_without_reasoning_again(running, probe)
     rationale = probe.subscribe(String, f"{NODE}/rationale", instruction_qos())
     send_instruction(probe, f"the {frame.objects[1].name}")
     probe.spin_until(
-        lambda: (
-            len([m for _, m in segs if m.instruction.endswith(frame.objects[1].name)])
-            >= 6
-        ),
+        lambda: len([m for _, m in segs if m.instruction.endswith(frame.objects[1].name)]) >= 6,
         30,
         "6 frames",
     )
     answered = [m for _, m in segs if m.instruction.endswith(frame.objects[1].name)]
     assert not answered[0].tracked and answered[0].answer.startswith("segment #")
-    assert all(m.tracked and m.answer.startswith("track #") for m in answered[1:]), [
-        m.answer for m in answered
-    ]
-    assert len({(m.header.stamp.sec, m.header.stamp.nanosec) for m in answered}) == len(
-        answered
-    ), "one answer per frame"
+    assert all(m.tracked and m.answer.startswith("track #") for m in answered[1:]), [m.answer for m in answered]
+    assert len({(m.header.stamp.sec, m.header.stamp.nanosec) for m in answered}) == len(answered), (
+        "one answer per frame"
+    )
     assert all(m.reasoning_ms == 0.0 for m in answered[1:])
     probe.spin_until(lambda: rationale, 5, "a rationale")
     assert rationale[-1][1].data == "oracle segment"
@@ -137,34 +128,20 @@ def test_target_pose_is_within_a_few_cm_of_the_ground_truth(running, probe):
         def answered_pose(obj=obj):
             # The newest frame is answered again for a new instruction: use stamps no other instruction has.
             others = {stamp_of(m) for _, m in segs if m.instruction != obj.name}
-            stamps = {
-                stamp_of(m) for _, m in segs if m.instruction == obj.name
-            } - others
+            stamps = {stamp_of(m) for _, m in segs if m.instruction == obj.name} - others
             matching = [m for _, m in poses if stamp_of(m) in stamps]
-            return (
-                matching
-                and [m for _, m in clouds if stamp_of(m) in stamps]
-                and matching
-            )
+            return matching and [m for _, m in clouds if stamp_of(m) in stamps] and matching
 
         pose_msg = probe.spin_until(answered_pose, 30, f"pose of {obj.name}")[-1]
         p = pose_msg.pose.position
         error = np.linalg.norm(np.array([p.x, p.y, p.z]) - obj.center)
-        assert error < 0.04, (
-            f"{obj.name}: pose {p} is {error * 100:.1f} cm from the ground truth {obj.center}"
-        )
+        assert error < 0.04, f"{obj.name}: pose {p} is {error * 100:.1f} cm from the ground truth {obj.center}"
         assert pose_msg.header.frame_id == "camera_color_optical_frame"
         q = pose_msg.pose.orientation
         assert abs(q.x**2 + q.y**2 + q.z**2 + q.w**2 - 1.0) < 1e-3
-        seg = next(
-            m
-            for _, m in segs
-            if stamp_of(m) == stamp_of(pose_msg) and m.instruction == obj.name
-        )
+        seg = next(m for _, m in segs if stamp_of(m) == stamp_of(pose_msg) and m.instruction == obj.name)
         assert seg.objects[0].has_pose and seg.objects[0].num_points > 10
-        points = cloud_to_numpy(
-            next(m for _, m in clouds if stamp_of(m) == stamp_of(pose_msg))
-        )
+        points = cloud_to_numpy(next(m for _, m in clouds if stamp_of(m) == stamp_of(pose_msg)))
         assert np.linalg.norm(points.mean(axis=0) - obj.center) < 0.05
 
 
@@ -182,23 +159,15 @@ def test_segment_service_answers_one_shot(running, probe):
     response = future.result()
     assert response.success, response.message
     assert response.result.header.frame_id == "request_frame"
-    assert np.array_equal(
-        image_to_numpy(response.result.objects[0].mask) > 0, frame.objects[0].mask
-    )
+    assert np.array_equal(image_to_numpy(response.result.objects[0].mask) > 0, frame.objects[0].mask)
     # An empty image means "the newest camera frame".
     future = client.call_async(Segment.Request(instruction=frame.objects[0].name))
     probe.spin_until(future.done, 20, "the second service response")
-    assert (
-        future.result().success
-        and future.result().result.header.frame_id == "camera_color_optical_frame"
-    )
+    assert future.result().success and future.result().result.header.frame_id == "camera_color_optical_frame"
     # Bad input is an answer, not a crash.
     future = client.call_async(Segment.Request(instruction="   "))
     probe.spin_until(future.done, 20, "the third service response")
-    assert (
-        not future.result().success
-        and future.result().result.status == Segmentation.STATUS_BAD_INPUT
-    )
+    assert not future.result().success and future.result().result.status == Segmentation.STATUS_BAD_INPUT
 
 
 def test_bad_instruction_is_reported_and_the_node_keeps_running(running, probe):
@@ -214,12 +183,7 @@ def test_bad_instruction_is_reported_and_the_node_keeps_running(running, probe):
     frame = ground_truth_frame()
     send_instruction(probe, frame.objects[0].name)
     probe.spin_until(
-        lambda: [
-            m
-            for _, m in segs
-            if m.status == Segmentation.STATUS_OK
-            and m.instruction == frame.objects[0].name
-        ],
+        lambda: [m for _, m in segs if m.status == Segmentation.STATUS_OK and m.instruction == frame.objects[0].name],
         20,
         "an answer after the bad one",
     )
@@ -230,15 +194,11 @@ def test_diagnostics_report_rates_and_drops(running, probe):
 
     diags = probe.subscribe(DiagnosticArray, "/diagnostics")
     probe.spin_until(
-        lambda: [
-            m for _, m in diags if any(s.name.startswith("lens_node") for s in m.status)
-        ],
+        lambda: [m for _, m in diags if any(s.name.startswith("lens_node") for s in m.status)],
         10,
         "diagnostics",
     )
-    status = next(
-        s for _, m in diags for s in m.status if s.name.startswith("lens_node")
-    )
+    status = next(s for _, m in diags for s in m.status if s.name.startswith("lens_node"))
     values = {kv.key: kv.value for kv in status.values}
     for key in ("image_in_hz", "dropped_total", "device", "model_loaded", "last_error"):
         assert key in values, f"{key} missing from diagnostics: {sorted(values)}"

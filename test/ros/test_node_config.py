@@ -15,9 +15,7 @@ from lens_ros.ros_env import config_dir
 
 def test_shipped_params_file_sets_every_parameter_to_its_default():
     values = read_params_file(config_dir() / "lens_node.yaml")
-    assert set(values) == set(NodeConfig().to_dict()), (
-        "config/lens_node.yaml and NodeConfig disagree on names"
-    )
+    assert set(values) == set(NodeConfig().to_dict()), "config/lens_node.yaml and NodeConfig disagree on names"
     assert NodeConfig.from_dict(values) == NodeConfig()
 
 
@@ -62,8 +60,6 @@ def test_declared_parameters_have_descriptors_and_overrides_apply(rclpy_context)
         descriptor = node.describe_parameter("model")
         assert descriptor.read_only and "bundle" in descriptor.description
         assert not node.describe_parameter("min_score").read_only
-        assert (
-            node.describe_parameter("min_score").floating_point_range[0].to_value == 1.0
-        )
+        assert node.describe_parameter("min_score").floating_point_range[0].to_value == 1.0
     finally:
         node.destroy_node()
