@@ -1,7 +1,7 @@
 """Rollout generation for GRPO behind one interface.
 
-A ``RolloutEngine`` turns B prompts into B * G sampled completions (grouped consecutively:
-prompt 0's G completions first). ``HFRolloutEngine`` runs the policy's own ``generate``
+A ``RolloutEngine`` samples one completion per request row; stage 2 repeats each prompt G
+times (rows grouped consecutively: prompt 0's G rows first). ``HFRolloutEngine`` runs the policy's own ``generate``
 in-process (CPU, a few GPUs); an engine serving rollouts from vLLM implements the same
 ``generate`` (taking the raw chat texts and images from ``RolloutRequest``) and
 ``sync_weights`` (push the policy's new weights after each optimizer step), and registers
@@ -32,28 +32,24 @@ class SamplingSettings:
 
 @dataclass
 class RolloutRequest:
-    """B prompts, both as model inputs (in-process engines) and raw (external servers).
+    """N prompt rows (each prompt already repeated G times), as model inputs and raw.
 
-    model_inputs: tensors for ``generate`` (input_ids, attention_mask left-padded,
-        pixel_values, image_grid_thw, mm_token_type_ids, ...), batch B.
-    texts: the rendered chat prompts; images: the RGB images (H, W, 3) uint8.
+    mllm_inputs: ``lens_ros.model.mllm.MLLMInputs`` (left-padded ids, packed images) for
+        in-process engines; texts / images: the raw expressions and RGB images for engines
+        that tokenise themselves (a vLLM server).
     """
 
-    model_inputs: dict[str, torch.Tensor]
-    texts: list[str] = field(default_factory=list)
+    mllm_inputs: Any
+    expressions: list[str] = field(default_factory=list)
     images: list[np.ndarray] = field(default_factory=list)
 
 
 @dataclass
 class Rollouts:
-    """B * G completions; row b * G + g is sample g of prompt b.
+    """One completion per request row: token ids up to and including the end token, and text."""
 
-    tokens: (B*G, T) completion token ids (right-padded with pad_token_id);
-    mask: (B*G, T) 1 on real completion tokens up to and including the end-of-turn token.
-    """
-
-    tokens: torch.Tensor
-    mask: torch.Tensor
+    completion_ids: list[list[int]]
+    texts: list[str]
 
 
 class RolloutEngine(ABC):
@@ -64,51 +60,32 @@ class RolloutEngine(ABC):
         """Make the engine sample from the policy's current weights (no-op in-process)."""
 
 
-def completion_mask(tokens: torch.Tensor, eos_token_ids: list[int]) -> torch.Tensor:
-    """1 up to and including the first end token of each row, 0 after it."""
-    is_end = torch.zeros_like(tokens, dtype=torch.bool)
-    for eos in eos_token_ids:
-        is_end |= tokens == eos
-    # position of the first end token, or T when none
-    length = tokens.shape[1]
-    positions = torch.arange(length, device=tokens.device).expand_as(tokens)
-    first_end = torch.where(is_end, positions, torch.full_like(positions, length)).min(dim=1).values
-    return (positions <= first_end.unsqueeze(1)).long()
-
-
 class HFRolloutEngine(RolloutEngine):
-    """Sampling with transformers' ``generate`` on the policy itself.
+    """Sampling with transformers' ``generate`` on the policy's own MLLM, in-process.
 
-    generate_fn(model_inputs, **generate_kwargs) -> (B*G, prompt_len + T) sequences: the
-    policy's generate (unwrapped from DDP; under FSDP call it inside summon_full_params).
+    mllm: ``lens_ros.model.mllm.MLLM`` of the policy (the same object training updates, so
+    it always samples from the current weights).
     """
 
-    def __init__(self, generate_fn: Callable[..., torch.Tensor], pad_token_id: int, eos_token_ids: list[int]):
-        self.generate_fn = generate_fn
-        self.pad_token_id = pad_token_id
-        self.eos_token_ids = list(eos_token_ids)
+    def __init__(self, mllm: Any):
+        self.mllm = mllm
 
     @torch.no_grad()
     def generate(self, request: RolloutRequest, settings: SamplingSettings) -> Rollouts:
-        inputs = request.model_inputs
-        prompt_length = inputs["input_ids"].shape[1]
-        sequences = self.generate_fn(
-            inputs,
-            do_sample=True,
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            top_k=settings.top_k,
-            max_new_tokens=settings.max_new_tokens,
-            num_return_sequences=settings.num_samples,
-            pad_token_id=self.pad_token_id,
-            eos_token_id=self.eos_token_ids,
+        from lens_ros.model.mllm import GenerationSettings
+
+        generation = self.mllm.generate(
+            request.mllm_inputs.to(self.mllm.device, self.mllm.dtype),
+            GenerationSettings(
+                max_new_tokens=settings.max_new_tokens,
+                do_sample=True,
+                temperature=settings.temperature,
+                top_p=settings.top_p,
+                top_k=settings.top_k,
+            ),
         )
-        tokens = sequences[:, prompt_length:]
-        if tokens.shape[1] == 0:  # nothing generated: one pad token keeps shapes valid
-            tokens = torch.full((sequences.shape[0], 1), self.pad_token_id, dtype=sequences.dtype, device=sequences.device)
-        mask = completion_mask(tokens, self.eos_token_ids)
-        tokens = torch.where(mask.bool(), tokens, torch.full_like(tokens, self.pad_token_id))
-        return Rollouts(tokens=tokens, mask=mask)
+        ids = [c if c else [self.mllm.eos_ids[0]] for c in generation.completion_ids]
+        return Rollouts(completion_ids=ids, texts=generation.texts)
 
 
 ENGINES: dict[str, Callable[..., RolloutEngine]] = {"hf": HFRolloutEngine}

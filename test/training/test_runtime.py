@@ -7,7 +7,6 @@ from torch import nn
 
 from training.data.specs import build_dataset, split_specs
 from training.losses import segmentation_loss
-from training.rollout import completion_mask
 from training.runtime import (
     ResumableBatches,
     cosine_schedule,
@@ -105,12 +104,6 @@ def test_segmentation_loss_is_small_for_confident_correct_logits():
     ignore = np.ones((8, 8), bool)
     ignore[0, 0] = False  # only one pixel counts, and it is right in `good`
     assert segmentation_loss([good], [gt], [ignore])[0].item() < 1e-3
-
-
-def test_completion_mask_stops_after_first_end_token():
-    tokens = torch.tensor([[5, 6, 2, 0, 0], [5, 6, 7, 8, 9], [2, 0, 0, 0, 0]])
-    mask = completion_mask(tokens, eos_token_ids=[2])
-    assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]
 
 
 def test_data_specs():

@@ -1,0 +1,120 @@
+"""Stage 1, alignment: teach the context module to turn the MLLM's understanding into a
+segmenter prompt, with the MLLM and the segmenter frozen.
+
+For each sample the MLLM is teacher-forced on the ground-truth answer (Qwen grounding
+format, or ``<think>rationale</think><answer>[box]</answer>`` in CoT runs), the 64 context
+queries follow it, and the mask the segmenter decodes from their prompt token is trained with
+
+    L = bce_weight * BCE(mask logits, gt) + dice_weight * Dice(mask logits, gt)
+
+Gradients reach the queries through the frozen MLLM; only queries, connector, Conv1d and
+projection change (``freeze_stage1``).
+
+Python:  train_stage1(Stage1Config(...), dataset=my_dataset, model=my_lens_model)
+CLI:     lens-train stage1 --config config/training/stage1_tiny.yaml
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from lens_ros.model import prompts
+from lens_ros.model.vision_input import smart_resize
+from training.config import Stage1Config
+from training.data.dataset import Batch, SegmentationDataset
+from training.losses import segmentation_loss
+from training.loop import TrainResult, setup_process, train
+from training.runtime import seed_everything
+from training.model_setup import count_parameters, freeze_stage1, load_init_weights, load_lens_model
+
+
+def mllm_box(model: nn.Module, image_hw: tuple[int, int], box) -> tuple[float, float, float, float]:
+    """An image-pixel xyxy box in the MLLM's resized-image pixels (the frame its answers use)."""
+    c = model.mllm.image_config
+    h, w = smart_resize(image_hw[0], image_hw[1], c.patch_size * c.merge_size, c.min_pixels, c.max_pixels)
+    sy, sx = h / image_hw[0], w / image_hw[1]
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return (x1 * sx, y1 * sy, x2 * sx, y2 * sy)
+
+
+def teacher_answer(model: nn.Module, image_hw: tuple[int, int], expression: str, box, rationale: str, cot: bool) -> str:
+    """The ground-truth completion the MLLM is teacher-forced on."""
+    mbox = mllm_box(model, image_hw, box)
+    if cot:
+        return prompts.format_cot_answer(rationale or f"the target is the {expression}", mbox)
+    return prompts.format_box_answer(expression, mbox)
+
+
+class Stage1Objective(nn.Module):
+    """BCE + Dice of the mask decoded from the context prompt; only the context module trains."""
+
+    def __init__(self, model: nn.Module, cot: bool = False, bce_weight: float = 1.0, dice_weight: float = 1.0):
+        super().__init__()
+        self.model = model
+        self.cot, self.bce_weight, self.dice_weight = cot, bce_weight, dice_weight
+        freeze_stage1(model)
+
+    def train(self, mode: bool = True) -> Stage1Objective:
+        # frozen parts stay in eval mode (no dropout, fixed norms)
+        super().train(mode)
+        self.model.mllm.eval()
+        self.model.segmenter.eval()
+        return self
+
+    def prepare(self, batch: Batch) -> dict[str, Any]:
+        answers = [
+            teacher_answer(self.model, im.shape[:2], e, b, r, self.cot)
+            for im, e, b, r in zip(batch.images, batch.expressions, batch.boxes.tolist(), batch.rationales)
+        ]
+        inputs = self.model.prepare(batch.images, batch.expressions, answers, cot=self.cot)
+        return {"inputs": inputs, "masks": batch.masks, "ignores": batch.ignores}
+
+    def forward(self, prepared: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        out = self.model(prepared["inputs"], compute_logprobs=False)
+        logits = [m[0] for m in out.mask_logits]  # (H, W) per sample, at gt resolution
+        loss, parts = segmentation_loss(logits, prepared["masks"], prepared["ignores"], self.bce_weight, self.dice_weight)
+        with torch.no_grad():
+            ious = []
+            for m, gt in zip(logits, prepared["masks"]):
+                pred = m > 0
+                gt_t = torch.as_tensor(gt, device=m.device)
+                union = (pred | gt_t).sum().item()
+                ious.append((pred & gt_t).sum().item() / union if union else 1.0)
+        return loss, {"loss": loss.item(), "bce": parts["bce"].item(), "dice": parts["dice"].item(),
+                      "mask_iou": sum(ious) / len(ious)}
+
+
+def export_stage(objective: nn.Module, directory) -> None:
+    """Write the trained LensModel as a model bundle in ``directory``."""
+    from training.export import export_bundle
+
+    export_bundle(objective.model, directory)
+
+
+def train_stage1(
+    cfg: Stage1Config,
+    dataset: SegmentationDataset | None = None,
+    model: nn.Module | None = None,
+) -> TrainResult:
+    """Run stage 1. ``dataset`` defaults to ``cfg.data``, ``model`` to ``cfg.model`` (+ ``cfg.init_from``).
+
+    The final LensModel is exported as a bundle to <out_dir>/final (loadable by the node).
+    """
+    device, dist_ctx = setup_process(cfg)
+    seed_everything(cfg.seed)
+    if model is None:
+        model = load_lens_model(cfg.model, cfg.seed)
+    if cfg.init_from:
+        load_init_weights(model, cfg.init_from)
+    if dataset is None:
+        from training.data.specs import build_dataset
+
+        dataset = build_dataset(cfg.data)
+    objective = Stage1Objective(model, cfg.cot, cfg.bce_weight, cfg.dice_weight)
+    if dist_ctx.is_main:
+        trainable, total = count_parameters(model)
+        print(f"stage1: training {trainable:,} of {total:,} parameters on {len(dataset):,} samples")
+    return train(cfg, objective, dataset, device, dist_ctx, "stage1", save_final=export_stage)
