@@ -321,14 +321,17 @@ class LensBehaviour:
     def _process(self, frame: Frame) -> None:
         with self._instruction_lock:
             instruction = self._instruction
+        reason = self._track_state is None or self._state_version != instruction.version or self._reason_due()
+        if not reason and not self.config.track:
+            self.stats.drop("not_tracking")
+            return
         header = frame.msg.header
         try:
             decoded = self._decode(frame.msg)
         except BadInputError as exc:
             self.stats.drop("bad_image")
-            self._report_bad_input(header, instruction.text if instruction else "", str(exc))
+            self._report_bad_input(header, instruction.text, str(exc))
             return
-        reason = self._track_state is None or self._state_version != instruction.version or self._reason_due()
         with self._pipeline_lock:
             if self.pipeline is None:
                 self.stats.drop("inactive")

@@ -1,0 +1,152 @@
+"""Inputs and configuration over DDS (oracle in place of the model): CompressedImage,
+remapped topics, a custom parameter file, -p overrides, 16UC1 depth, runtime parameter
+changes and the lifecycle variant."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from geometry_msgs.msg import PoseStamped
+from lens_ros.msg import Segmentation
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import GetParameters, SetParameters
+from ros_fixtures import SCENE, frozen_camera_parameters, instruction_qos, node_specs, oracle_env
+from std_msgs.msg import String
+
+from lens_ros.image_conversion import image_to_numpy
+
+pytestmark = pytest.mark.ros
+
+
+def ground_truth_frame():
+    from training.data.synthetic_world import SceneAnimator
+
+    return SceneAnimator(SCENE["seed"], size=(SCENE["width"], SCENE["height"])).frame(SCENE["t"])
+
+
+def start(launcher, launch_args: dict, camera: dict | None = None):
+    specs = node_specs({"use_sim_camera": "true", **launch_args})
+    specs = [
+        dataclasses.replace(s, parameters={**s.parameters, **frozen_camera_parameters(**(camera or {}))})
+        if s.name == "sim_camera"
+        else s
+        for s in specs
+    ]
+    launcher.start(specs, oracle=True, extra_env=oracle_env())
+
+
+def call(probe, srv_type, name: str, request, timeout: float = 20.0):
+    client = probe.node.create_client(srv_type, name)
+    probe.spin_until(client.service_is_ready, timeout, name)
+    future = client.call_async(request)
+    probe.spin_until(future.done, timeout, f"{name} response")
+    return future.result()
+
+
+def test_compressed_remapped_input_with_params_file_and_16uc1_depth(launcher, probe, tmp_path):
+    params = tmp_path / "custom.yaml"
+    params.write_text("lens_node:\n  ros__parameters:\n    track: false\n    publish_overlay: false\n    device: cpu\n")
+    start(
+        launcher,
+        {
+            "use_compressed": "true",
+            "image": "/cam/color",
+            "depth": "/cam/depth",
+            "camera_info": "/cam/info",
+            "params_file": str(params),
+            "preset": "/models/custom-bundle",
+        },
+        camera={"depth_encoding": "16UC1"},
+    )
+    frame = ground_truth_frame()
+    obj = frame.objects[0]
+    segs = probe.subscribe(Segmentation, "/lens_node/segmentation")
+    poses = probe.subscribe(PoseStamped, "/lens_node/target_pose")
+    probe.node.create_publisher(String, "/instruction", instruction_qos()).publish(String(data=obj.name))
+    probe.spin_until(lambda: [m for _, m in segs if m.status == Segmentation.STATUS_OK] and poses, 30, "an answer")
+
+    graph = probe.node
+    subscribers = {
+        t: [i.node_name for i in graph.get_subscriptions_info_by_topic(t)]
+        for t in ("/cam/color/compressed", "/cam/color", "/cam/depth", "/cam/info")
+    }
+    assert "lens_node" in subscribers["/cam/color/compressed"] and "lens_node" not in subscribers["/cam/color"], (
+        subscribers
+    )
+    assert "lens_node" in subscribers["/cam/depth"] and "lens_node" in subscribers["/cam/info"], subscribers
+
+    seg = next(m for _, m in segs if m.status == Segmentation.STATUS_OK)
+    assert np.array_equal(image_to_numpy(seg.objects[0].mask) > 0, obj.mask)
+    p = poses[-1][1].pose.position
+    assert np.linalg.norm(np.array([p.x, p.y, p.z]) - obj.center) < 0.04, "16UC1 depth gives the same pose"
+
+    values = call(
+        probe,
+        GetParameters,
+        "/lens_node/get_parameters",
+        GetParameters.Request(names=["model", "track", "publish_overlay", "use_compressed"]),
+    ).values
+    assert [values[0].string_value, values[1].bool_value, values[2].bool_value, values[3].bool_value] == [
+        "/models/custom-bundle",
+        False,
+        False,
+        True,
+    ]
+
+    probe.spin_for(1.5)
+    assert not [m for _, m in segs if m.tracked], "track: false in the params file means no tracking"
+
+    # A runtime change: turn tracking on.
+    on = Parameter(name="track", value=ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=True))
+    assert (
+        call(probe, SetParameters, "/lens_node/set_parameters", SetParameters.Request(parameters=[on]))
+        .results[0]
+        .successful
+    )
+    probe.spin_until(lambda: [m for _, m in segs if m.tracked], 10, "tracked frames after track:=true")
+    # Read-only parameters are refused at runtime.
+    model = Parameter(name="model", value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="x"))
+    assert (
+        not call(probe, SetParameters, "/lens_node/set_parameters", SetParameters.Request(parameters=[model]))
+        .results[0]
+        .successful
+    )
+
+
+def test_lifecycle_node_loads_the_model_on_activate_and_frees_it_on_deactivate(launcher, probe):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    start(launcher, {"lifecycle": "true", "device": "cpu"})
+    assert call(probe, GetState, "/lens_node/get_state", GetState.Request()).current_state.label == "unconfigured"
+    for transition in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
+        assert call(
+            probe, ChangeState, "/lens_node/change_state", ChangeState.Request(transition=Transition(id=transition))
+        ).success
+    frame = ground_truth_frame()
+    segs = probe.subscribe(Segmentation, "/lens_node/segmentation")
+    diags = probe.subscribe(DiagnosticArray, "/diagnostics")
+    probe.node.create_publisher(String, "/instruction", instruction_qos()).publish(String(data=frame.objects[1].name))
+    probe.spin_until(lambda: [m for _, m in segs if m.status == Segmentation.STATUS_OK], 30, "an answer when active")
+    assert call(
+        probe,
+        ChangeState,
+        "/lens_node/change_state",
+        ChangeState.Request(transition=Transition(id=Transition.TRANSITION_DEACTIVATE)),
+    ).success
+
+    def unloaded():
+        for _, msg in diags[-3:]:
+            for status in msg.status:
+                values = {kv.key: kv.value for kv in status.values}
+                if status.name.startswith("lens_node") and values.get("model_loaded") == "False":
+                    return True
+        return False
+
+    probe.spin_until(unloaded, 10, "diagnostics saying the model was freed")
+    del segs[:]
+    probe.spin_for(1.0)
+    assert not [m for m in segs if m[1].status == Segmentation.STATUS_OK], "an inactive node does not segment"
