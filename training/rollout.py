@@ -46,10 +46,15 @@ class RolloutRequest:
 
 @dataclass
 class Rollouts:
-    """One completion per request row: token ids up to and including the end token, and text."""
+    """One completion per request row: token ids up to and including the end token, and text.
+
+    logprobs: optional per-token log-probs under the sampling weights (an engine whose
+    weights may lag the policy reports them; they become pi_old of the GRPO ratio).
+    """
 
     completion_ids: list[list[int]]
     texts: list[str]
+    logprobs: list[list[float]] | None = None
 
 
 class RolloutEngine(ABC):
@@ -69,6 +74,19 @@ class HFRolloutEngine(RolloutEngine):
 
     def __init__(self, mllm: Any):
         self.mllm = mllm
+        # A sampled image/vision token inside a completion would be taken for an image
+        # placeholder when the completion is scored: never sample them.
+        from lens_ros.model import prompts
+
+        banned = {mllm.token_id(t) for t in (prompts.IMAGE_PAD, prompts.VISION_START, prompts.VISION_END)}
+        banned.add(int(mllm.model.config.image_token_id))
+        video = getattr(mllm.model.config, "video_token_id", None)
+        if video is not None:
+            banned.add(int(video))
+        generation_config = mllm.model.generation_config
+        generation_config.suppress_tokens = sorted(
+            {*(generation_config.suppress_tokens or []), *(b for b in banned if b is not None)}
+        )
 
     @torch.no_grad()
     def generate(self, request: RolloutRequest, settings: SamplingSettings) -> Rollouts:

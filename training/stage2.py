@@ -1,0 +1,219 @@
+"""Stage 2: GRPO with LENS's unified rewards, plus BCE + Dice on the same batch.
+
+Per batch of B prompts:
+    1. rollouts: each prompt repeated G times, one sampled completion per row
+       (``RolloutEngine``; temperature 0.9, top-p 0.9, top-k 50)
+    2. one policy forward over prompt + completion + context queries gives the completions'
+       token log-probs AND the masks decoded from each completion's context prompt
+    3. rewards per completion: box IoU^2 + mask IoU^2 (+ format in CoT runs), each logged
+    4. A = (r - mean_group) / (std_group + 1e-4)
+    5. L = GRPO(logp, old logp, ref logp, A; beta, clip) + seg_loss_weight * (BCE + Dice)
+
+The reference for the k3 KL is the MLLM as the run started (a frozen copy; with LoRA the
+same weights with the adapters switched off). Trainable: MLLM (full or LoRA), context
+module, segmenter prompt encoder + mask decoder; the image encoder stays frozen.
+
+Python:  train_stage2(Stage2Config(...), dataset=my_dataset, model=my_lens_model)
+CLI:     lens-train stage2 --config config/training/stage2_tiny.yaml
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from training.config import Stage2Config
+from training.data.dataset import Batch, SegmentationDataset
+from training.grpo import group_advantages, grpo_loss
+from training.losses import segmentation_loss
+from training.loop import TrainResult, setup_process, train
+from training.model_setup import (
+    adapters_disabled,
+    apply_lora,
+    count_parameters,
+    freeze_stage2,
+    load_init_weights,
+    load_lens_model,
+    segmenter_parts,
+)
+from training.rewards import RewardWeights, unified_rewards
+from training.rollout import HFRolloutEngine, RolloutEngine, RolloutRequest, SamplingSettings, build_engine
+from training.runtime import seed_everything
+
+
+def repeat_rows(items: list, times: int) -> list:
+    """[a, b] -> [a, a, ..., b, b, ...] (each item ``times`` times, groups consecutive)."""
+    return [item for item in items for _ in range(times)]
+
+
+def mllm_logprobs(mllm: nn.Module, inputs: Any) -> torch.Tensor:
+    """(N, L) token log-probs of the completion tokens under ``mllm`` (0 elsewhere)."""
+    m = inputs.to(mllm.device, mllm.dtype)
+    embeds = mllm.embed(m)
+    positions = mllm.position_ids(m.input_ids, m.mm_token_type_ids, m.image_grid_thw, m.attention_mask)
+    hidden, _ = mllm.run_language_model(embeds, positions, m.attention_mask)
+    return mllm.token_logprobs(hidden, m.input_ids, m.completion_mask)
+
+
+class Stage2Objective(nn.Module):
+    """GRPO + segmentation loss on a LensModel; see the module docstring for the steps."""
+
+    def __init__(self, model: nn.Module, cfg: Stage2Config, engine: RolloutEngine | None = None):
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        if cfg.lora and cfg.train_mllm:
+            apply_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
+        freeze_stage2(model, cfg.train_mllm, False, cfg.train_prompt_encoder, cfg.train_mask_decoder, cfg.lora)
+        # frozen reference for the KL term: not needed when the MLLM does not train
+        self.reference: nn.Module | None = None
+        self.use_kl = cfg.beta > 0 and cfg.train_mllm
+        if self.use_kl and not cfg.lora:
+            from lens_ros.model.mllm import MLLM
+
+            frozen = copy.deepcopy(model.mllm.model).requires_grad_(False).eval()
+            source = model.mllm
+            self.reference = MLLM(frozen, source.tokenizer, source.image_config, source.system_prompt, source.cot)
+        self.engine = engine if engine is not None else HFRolloutEngine(model.mllm)
+        self.sampling = SamplingSettings(cfg.group_size, cfg.temperature, cfg.top_p, cfg.top_k, cfg.max_new_tokens)
+        self.weights = RewardWeights(cfg.format_reward_weight, cfg.box_reward_weight, cfg.box_l1_weight,
+                                     cfg.mask_reward_weight)
+
+    def train(self, mode: bool = True) -> Stage2Objective:
+        super().train(mode)
+        segmenter_parts(self.model)["image_encoder"].eval()
+        if self.reference is not None:
+            self.reference.eval()
+        return self
+
+    # -- no-grad work: rollouts, reference log-probs, image embeddings ------------------------
+    @torch.no_grad()
+    def reference_logprobs(self, inputs: Any) -> torch.Tensor:
+        if self.reference is not None:
+            return mllm_logprobs(self.reference, inputs)
+        with adapters_disabled(self.model.mllm.model):
+            return mllm_logprobs(self.model.mllm, inputs)
+
+    @torch.no_grad()
+    def prepare(self, batch: Batch) -> dict[str, Any]:
+        g, cot, model = self.cfg.group_size, self.cfg.cot, self.model
+        images, expressions = repeat_rows(batch.images, g), repeat_rows(batch.expressions, g)
+        was_training = model.training
+        model.eval()  # sample from the policy without dropout
+        prompt_inputs = model.prepare(images, expressions, None, cot=cot)
+        rollouts = self.engine.generate(RolloutRequest(prompt_inputs.mllm, expressions, images), self.sampling)
+        model.train(was_training)
+        inputs = model.prepare(images, expressions, rollouts.completion_ids, cot=cot)
+        ref_logp = self.reference_logprobs(inputs.mllm) if self.use_kl else None
+        old_logp = None
+        if rollouts.logprobs is not None:  # an engine that reports its sampling log-probs
+            old_logp = torch.zeros(inputs.mllm.input_ids.shape, dtype=torch.float32)
+            for row, values in enumerate(rollouts.logprobs):
+                old_logp[row, old_logp.shape[1] - len(values):] = torch.tensor(values)
+        # the image encoder is frozen: encode each distinct image once, share it across its group
+        encoder = segmenter_parts(model)["image_encoder"]
+        param = next(encoder.parameters())
+        seg = [model.segmenter.preprocess(im) for im in batch.images]
+        embeddings = model.segmenter.encode_batch(
+            torch.stack([s[0] for s in seg]).to(device=param.device, dtype=param.dtype),
+            [im.shape[:2] for im in batch.images], [s[1] for s in seg],
+        )
+        box_scales = []
+        for packed, size in zip(inputs.packed, inputs.original_sizes):
+            h, w = packed.resized_hw
+            box_scales.append((size[1] / w, size[0] / h))
+        return {
+            "inputs": inputs,
+            "embeddings": repeat_rows(embeddings, g),
+            "texts": rollouts.texts,
+            "completion_lengths": [len(c) for c in rollouts.completion_ids],
+            "ref_logp": ref_logp,
+            "old_logp": old_logp,
+            "masks": repeat_rows(batch.masks, g),
+            "ignores": repeat_rows(batch.ignores, g),
+            "boxes": repeat_rows(batch.boxes.tolist(), g),
+            "sizes": [im.shape[:2] for im in images],
+            "box_scales": box_scales,
+        }
+
+    # -- the loss --------------------------------------------------------------------------
+    def forward(self, p: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg = self.cfg
+        out = self.model(p["inputs"], compute_logprobs=True, embeddings=p["embeddings"])
+        device = out.prompt_tokens.device
+        mask_logits = [m[0] for m in out.mask_logits]  # (H, W) per completion, gt resolution
+        completion_mask = out.completion_mask.to(device)
+        completion_mask[:, 0] = False  # the first position has no prediction (matches token_logprobs)
+        logp = out.token_logprobs
+        if logp is None:
+            logp = torch.zeros(completion_mask.shape, device=device)
+
+        # rewards r_i (no gradient), each one logged
+        rewards = unified_rewards(p["texts"], p["boxes"], p["sizes"], mask_logits, p["masks"], self.weights,
+                                  use_format=cfg.cot, box_scales=p["box_scales"])
+        # A_i = (r_i - mean_group) / (std_group + 1e-4)
+        advantages = group_advantages(rewards["total"], cfg.group_size).to(device)
+        # pi_old: the sampling policy; one update per rollout batch -> the current policy, detached
+        old_logp = p["old_logp"].to(device) if p["old_logp"] is not None else logp.detach()
+        ref_logp = p["ref_logp"].to(device) if p["ref_logp"] is not None else None
+        policy_loss, stats = grpo_loss(logp, old_logp, ref_logp, advantages, completion_mask,
+                                       beta=cfg.beta if self.use_kl else 0.0, clip_eps=cfg.clip_eps)
+        # BCE + Dice of every completion's mask against the ground truth
+        seg_loss, parts = segmentation_loss(mask_logits, p["masks"], p["ignores"], cfg.bce_weight, cfg.dice_weight)
+        loss = policy_loss + cfg.seg_loss_weight * seg_loss
+
+        scalars = {
+            "loss": loss.item(),
+            "policy_loss": policy_loss.item(),
+            "seg_loss": seg_loss.item(),
+            "bce": parts["bce"].item(),
+            "dice": parts["dice"].item(),
+            "kl": stats["kl"].item(),
+            "ratio": stats["ratio"].item(),
+            "clip_fraction": stats["clip_fraction"].item(),
+            "reward_std": rewards["total"].view(-1, cfg.group_size).std(dim=1).mean().item() if cfg.group_size > 1 else 0.0,
+            "completion_length": sum(p["completion_lengths"]) / len(p["completion_lengths"]),
+        }
+        for name, values in rewards.items():
+            scalars[f"reward_{name}"] = values.mean().item()
+        return loss, scalars
+
+
+def export_stage(objective: nn.Module, directory) -> None:
+    from training.export import export_bundle
+
+    export_bundle(objective.model, directory)
+
+
+def train_stage2(
+    cfg: Stage2Config,
+    dataset: SegmentationDataset | None = None,
+    model: nn.Module | None = None,
+    engine: RolloutEngine | None = None,
+) -> TrainResult:
+    """Run stage 2. ``model`` defaults to ``cfg.model`` + ``cfg.init_from`` (the stage-1
+    result), ``dataset`` to ``cfg.data``, ``engine`` to ``cfg.rollout_engine`` ("hf")."""
+    device, dist_ctx = setup_process(cfg)
+    seed_everything(cfg.seed)
+    if model is None:
+        model = load_lens_model(cfg.model, cfg.seed)
+    if cfg.init_from:
+        load_init_weights(model, cfg.init_from)
+    if dataset is None:
+        from training.data.specs import build_dataset
+
+        dataset = build_dataset(cfg.data)
+    model.to(device)
+    if engine is None and cfg.rollout_engine != "hf":
+        engine = build_engine(cfg.rollout_engine, mllm=model.mllm)
+    objective = Stage2Objective(model, cfg, engine)
+    if dist_ctx.is_main:
+        trainable, total = count_parameters(model)
+        print(f"stage2: training {trainable:,} of {total:,} parameters on {len(dataset):,} prompts, G={cfg.group_size}")
+    return train(cfg, objective, dataset, device, dist_ctx, "stage2", find_unused_parameters=True,
+                 save_final=export_stage)
+
+
