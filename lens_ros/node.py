@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -81,9 +82,9 @@ class DecodedFrame:
 
 def resolve_device(device: str, dtype: str) -> tuple[str, str]:
     """'auto' -> cuda when available (bfloat16 there, float32 on the CPU)."""
-    import torch
-
     if device == "auto":
+        import torch
+
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if dtype == "auto":
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
@@ -225,13 +226,7 @@ class LensBehaviour:
         with self._pipeline_lock:
             self.pipeline, self._track_state, self._state_version = None, None, -1
         gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
+        self._free_cuda_cache()
 
     def _start_worker(self) -> None:
         self._slot.reopen()
@@ -475,7 +470,7 @@ class LensBehaviour:
         text = f"{type(exc).__name__}: {exc}"
         if "out of memory" in str(exc).lower():
             text = f"out of memory on {self.device}: {exc}"
-            self._unload_cache()
+            self._free_cuda_cache()
         self.stats.drop("error")
         self._note_error(text)
         self.pub_segmentation.publish(
@@ -488,14 +483,9 @@ class LensBehaviour:
             )
         )
 
-    def _unload_cache(self) -> None:
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
+    def _free_cuda_cache(self) -> None:
+        if self.device.startswith("cuda") and "torch" in sys.modules:
+            sys.modules["torch"].cuda.empty_cache()
 
     def _note_error(self, text: str) -> None:
         self.stats.error(text)

@@ -150,3 +150,55 @@ def test_lifecycle_node_loads_the_model_on_activate_and_frees_it_on_deactivate(l
     del segs[:]
     probe.spin_for(1.0)
     assert not [m for m in segs if m[1].status == Segmentation.STATUS_OK], "an inactive node does not segment"
+
+
+def test_bad_images_and_nan_depth_are_reported_not_fatal(launcher, probe):
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from lens_ros.image_conversion import numpy_to_image
+    from lens_ros.sim_camera import camera_info
+
+    start_node_only = [s for s in node_specs({"device": "cpu"}) if s.name == "lens_node"]
+    launcher.start(start_node_only, oracle=True, extra_env=oracle_env())
+    frame = ground_truth_frame()
+    segs = probe.subscribe(Segmentation, "/lens_node/segmentation")
+    image_pub = probe.node.create_publisher(Image, "/camera/image_raw", 10)
+    depth_pub = probe.node.create_publisher(Image, "/camera/depth/image_raw", 10)
+    info_pub = probe.node.create_publisher(CameraInfo, "/camera/camera_info", 10)
+    probe.node.create_publisher(String, "/instruction", instruction_qos()).publish(String(data=frame.objects[0].name))
+    probe.spin_until(lambda: probe.node.count_subscribers("/camera/image_raw") > 0, 20, "lens_node's subscription")
+
+    bad = numpy_to_image(frame.image, "rgb8")
+    bad.step = 10  # shorter than one row
+    bad.header.frame_id = "bad"
+    odd = numpy_to_image(frame.image[:, :, 0], "mono8")
+    odd.encoding = "yuv422"
+    odd.header.frame_id = "odd"
+
+    def answers(frame_id):
+        return [m for _, m in segs if m.header.frame_id == frame_id]
+
+    for msg in (bad, odd):
+        probe.spin_until(
+            lambda msg=msg: image_pub.publish(msg) or answers(msg.header.frame_id), 20, msg.header.frame_id
+        )
+    assert answers("bad")[0].status == Segmentation.STATUS_BAD_INPUT and "step" in answers("bad")[0].status_text
+    assert answers("odd")[0].status == Segmentation.STATUS_BAD_INPUT and "yuv422" in answers("odd")[0].status_text
+
+    # Depth that is NaN everywhere: the answer still comes, without a pose.
+    nan_depth = np.full(frame.depth.shape, np.nan, np.float32)
+
+    def publish_with_nan_depth():
+        stamp = probe.node.get_clock().now().to_msg()
+        good = numpy_to_image(frame.image, "rgb8")
+        good.header.stamp, good.header.frame_id = stamp, "good"
+        depth = numpy_to_image(nan_depth, "32FC1")
+        depth.header = good.header
+        depth_pub.publish(depth)
+        info_pub.publish(camera_info(frame.K, frame.image.shape[1], frame.image.shape[0], good.header))
+        image_pub.publish(good)
+        return answers("good")
+
+    probe.spin_until(publish_with_nan_depth, 20, "an answer to a good image")
+    ok = answers("good")[-1]
+    assert ok.status == Segmentation.STATUS_OK and not ok.objects[0].has_pose
