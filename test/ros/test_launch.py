@@ -200,3 +200,18 @@ def test_lens_launch_forwards_sigint_and_stops_every_node(ros_env, tmp_path):
         log.close()
     text = (tmp_path / "launch2.log").read_text()
     assert "stopped" in text, text
+
+
+def test_rviz_layout_shows_topics_the_node_publishes():
+    import yaml
+
+    from lens_ros.launch_description import LENS_NODE, RVIZ_CONFIG
+    from lens_ros.ros_env import config_dir
+
+    layout = yaml.safe_load((config_dir() / RVIZ_CONFIG).read_text())
+    displays = {d["Class"].split("/")[-1]: d for d in layout["Visualization Manager"]["Displays"]}
+    topics = {d["Topic"]["Value"] for d in layout["Visualization Manager"]["Displays"]}
+    published = {f"/{LENS_NODE}/{name}" for name in ("overlay", "mask", "markers", "target_pose", "target_cloud")}
+    assert published <= topics, f"missing in {RVIZ_CONFIG}: {published - topics}"
+    assert {"Image", "MarkerArray", "Pose", "PointCloud2"} <= set(displays)
+    assert layout["Visualization Manager"]["Global Options"]["Fixed Frame"] == "camera_color_optical_frame"
