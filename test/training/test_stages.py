@@ -1,0 +1,106 @@
+"""Stage 1 and stage 2 on the tiny random LENS model: freeze sets, loss goes down."""
+
+import torch
+
+from training.config import Stage1Config, Stage2Config, load_config
+from training.data.dataset import ListDataset, collate
+from training.model_setup import segmenter_parts
+from training.stage1 import Stage1Objective, train_stage1
+from training.stage2 import Stage2Objective, train_stage2
+
+
+def _changed(model, before):
+    return {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
+
+
+def _snapshot(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def _step(objective, batch, lr):
+    params = [p for p in objective.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr)
+    objective.train()
+    loss, scalars = objective(objective.prepare(batch))
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item(), scalars
+
+
+def test_stage1_trains_only_the_context_module(tiny_lens, world_batch_samples):
+    objective = Stage1Objective(tiny_lens)
+    before = _snapshot(tiny_lens)
+    _step(objective, collate(world_batch_samples[:2]), lr=1e-3)
+    changed = _changed(tiny_lens, before)
+    assert changed, "nothing changed"
+    assert all(n.startswith("context.") for n in changed), sorted(n for n in changed if not n.startswith("context."))
+    assert any(n.startswith("context.learnable_query") for n in changed)
+    assert any(n.startswith("context.proj_to_sam") for n in changed)
+
+
+def test_stage1_steps_reduce_the_loss_on_a_fixed_batch(tiny_lens, world_batch_samples):
+    objective = Stage1Objective(tiny_lens)
+    batch = collate(world_batch_samples[:2])
+    losses = [_step(objective, batch, lr=3e-3)[0] for _ in range(6)]
+    assert losses[-1] < losses[0], losses
+
+
+def _stage2_cfg(**kw):
+    base = dict(group_size=2, max_new_tokens=8, cot=True, beta=0.04, lr=1e-3)
+    base.update(kw)
+    return load_config(Stage2Config, None, [f"{k}={v}" for k, v in base.items()])
+
+
+def test_stage2_freeze_set_image_encoder_and_vision_tower_stay(tiny_lens, world_batch_samples):
+    torch.manual_seed(0)
+    objective = Stage2Objective(tiny_lens, _stage2_cfg())
+    before = _snapshot(tiny_lens)
+    _, scalars = _step(objective, collate(world_batch_samples[:2]), lr=1e-3)
+    changed = _changed(tiny_lens, before)
+    assert not any(".image_encoder." in n for n in changed)
+    assert not any(n.startswith("mllm.model.model.visual") or n.startswith("mllm.model.visual") for n in changed)
+    assert any(n.startswith("mllm.model.model.language_model") for n in changed)
+    assert any(n.startswith("context.") for n in changed)
+    assert any(".mask_decoder." in n for n in changed)
+    assert any(".prompt_encoder." in n for n in changed)  # the "no mask" dense embedding
+    # the reference stays frozen and is not what trains
+    assert all(not p.requires_grad for p in objective.reference.parameters())
+    for key in ("reward_box", "reward_mask", "reward_format", "reward_total", "kl", "policy_loss", "seg_loss"):
+        assert key in scalars, key
+
+
+def test_stage2_steps_reduce_the_loss_on_a_fixed_batch(tiny_lens, world_batch_samples):
+    torch.manual_seed(0)
+    objective = Stage2Objective(tiny_lens, _stage2_cfg(beta=0.0))
+    batch = collate(world_batch_samples[:2])
+    losses = [_step(objective, batch, lr=1e-3)[0] for _ in range(5)]
+    assert losses[-1] < losses[0], losses
+
+
+def test_stage2_lora_trains_adapters_not_base_weights(tiny_lens, world_batch_samples):
+    torch.manual_seed(0)
+    objective = Stage2Objective(tiny_lens, _stage2_cfg(lora=True, lora_r=4))
+    before = _snapshot(tiny_lens)
+    _step(objective, collate(world_batch_samples[:2]), lr=1e-3)
+    changed = {n for n in _changed(tiny_lens, before) if n.startswith("mllm.")}
+    assert changed and all("lora_" in n for n in changed), sorted(changed)[:5]
+    assert objective.reference is None  # the reference is the base with adapters off
+
+
+def test_train_functions_run_from_python_and_export_a_bundle(tmp_path, tiny_lens, world_batch_samples):
+    from lens_ros.model.bundle import is_bundle, load_bundle
+
+    data = ListDataset(world_batch_samples)
+    cfg1 = load_config(Stage1Config, None, [f"out_dir={tmp_path / 's1'}", "max_steps=2", "batch_size=2",
+                                            "tensorboard=true", "progress=false", "device=cpu"])
+    result = train_stage1(cfg1, dataset=data, model=tiny_lens)
+    assert result.steps == 2 and is_bundle(result.final_dir)
+    assert list((tmp_path / "s1/tensorboard").iterdir())
+    cfg2 = load_config(Stage2Config, None, [f"out_dir={tmp_path / 's2'}", "max_steps=1", "batch_size=1",
+                                            "group_size=2", "max_new_tokens=6", "progress=false",
+                                            "tensorboard=false", "device=cpu", f"init_from={result.final_dir}"])
+    reloaded = load_bundle(result.final_dir)
+    result2 = train_stage2(cfg2, dataset=data, model=reloaded)
+    assert result2.steps == 1 and is_bundle(result2.final_dir)
+    assert "stage2/reward_mask" in result2.history[0]
