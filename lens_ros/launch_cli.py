@@ -19,13 +19,7 @@ import subprocess
 import sys
 import time
 
-from lens_ros.launch_description import (
-    LAUNCH_ARGUMENTS,
-    LENS_NODE,
-    NodeSpec,
-    node_specs,
-    ros_arguments,
-)
+from lens_ros.launch_description import LAUNCH_ARGUMENTS, LENS_NODE, NodeSpec, node_specs, ros_arguments
 from lens_ros.ros_env import configure_dds
 
 GRACE_S = 10.0
@@ -34,13 +28,7 @@ GRACE_S = 10.0
 def command_for(spec: NodeSpec) -> list[str] | None:
     """argv of one spec, or None when its executable is not available here (e.g. rviz2)."""
     if spec.module:
-        return [
-            sys.executable,
-            "-m",
-            spec.module,
-            *spec.arguments,
-            *ros_arguments(spec),
-        ]
+        return [sys.executable, "-m", spec.module, *spec.arguments, *ros_arguments(spec)]
     found = shutil.which(spec.executable)
     if found is None:
         return None
@@ -60,22 +48,13 @@ class ProcessGroup:
         for spec in specs:
             argv = command_for(spec)
             if argv is None:
-                print(
-                    f"[lens-launch] skipping {spec.name}: {spec.executable} not found on PATH",
-                    file=sys.stderr,
-                )
+                print(f"[lens-launch] skipping {spec.name}: {spec.executable} not found on PATH", file=sys.stderr)
                 continue
             self.start_command(spec.name, argv)
 
     def start_command(self, name: str, argv: list[str]) -> subprocess.Popen:
         # Own process group: a terminal's Ctrl-C reaches only us, and we forward it once.
-        process = subprocess.Popen(
-            argv,
-            env=self.env,
-            stdout=self.stdout,
-            stderr=self.stderr,
-            start_new_session=True,
-        )
+        process = subprocess.Popen(argv, env=self.env, stdout=self.stdout, stderr=self.stderr, start_new_session=True)
         self.processes[name] = process
         print(f"[lens-launch] started {name} (pid {process.pid})", file=sys.stderr)
         return process
@@ -85,11 +64,7 @@ class ProcessGroup:
 
     def stop(self, grace_s: float = GRACE_S) -> dict[str, int]:
         """SIGINT to every running node, then SIGTERM and SIGKILL to those that linger."""
-        for sig, wait_s in (
-            (signal.SIGINT, grace_s),
-            (signal.SIGTERM, 3.0),
-            (signal.SIGKILL, 3.0),
-        ):
+        for sig, wait_s in ((signal.SIGINT, grace_s), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
             running = [p for p in self.processes.values() if p.poll() is None]
             if not running:
                 break

@@ -37,48 +37,22 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
         "",
         "Model preset (lens-tiny, lens-3b-sam2-l, lens-3b-sam-h) or bundle directory; empty: params_file's model",
     ),
+    LaunchArgument("model_dir", "", "Local directory with the preset's weights; empty: params_file's model_dir"),
+    LaunchArgument("device", "", "Torch device (auto, cpu, cuda, cuda:N); empty: params_file's device"),
+    LaunchArgument("params_file", "", "lens_node parameter file; empty: the package's config/lens_node.yaml"),
     LaunchArgument(
-        "model_dir",
-        "",
-        "Local directory with the preset's weights; empty: params_file's model_dir",
+        "image", "/camera/image_raw", "Colour image topic (sensor_msgs/Image; <image>/compressed with use_compressed)"
     ),
-    LaunchArgument(
-        "device",
-        "",
-        "Torch device (auto, cpu, cuda, cuda:N); empty: params_file's device",
-    ),
-    LaunchArgument(
-        "params_file",
-        "",
-        "lens_node parameter file; empty: the package's config/lens_node.yaml",
-    ),
-    LaunchArgument(
-        "image",
-        "/camera/image_raw",
-        "Colour image topic (sensor_msgs/Image; <image>/compressed with use_compressed)",
-    ),
-    LaunchArgument(
-        "depth",
-        "/camera/depth/image_raw",
-        "Depth image aligned to the colour image (16UC1 mm or 32FC1 m)",
-    ),
+    LaunchArgument("depth", "/camera/depth/image_raw", "Depth image aligned to the colour image (16UC1 mm or 32FC1 m)"),
     LaunchArgument("camera_info", "/camera/camera_info", "CameraInfo of the colour image"),
     LaunchArgument("instruction", "/instruction", "std_msgs/String instruction topic"),
+    LaunchArgument("use_compressed", "false", "Subscribe to <image>/compressed (CompressedImage) instead of <image>"),
     LaunchArgument(
-        "use_compressed",
-        "false",
-        "Subscribe to <image>/compressed (CompressedImage) instead of <image>",
-    ),
-    LaunchArgument(
-        "use_sim_camera",
-        "false",
-        "Also start the synthetic RGB-D camera, publishing on image/depth/camera_info",
+        "use_sim_camera", "false", "Also start the synthetic RGB-D camera, publishing on image/depth/camera_info"
     ),
     LaunchArgument("use_rviz", "false", "Also start RViz with config/lens.rviz"),
     LaunchArgument(
-        "lifecycle",
-        "false",
-        "Run lens_node as a managed lifecycle node (configure + activate it to load the model)",
+        "lifecycle", "false", "Run lens_node as a managed lifecycle node (configure + activate it to load the model)"
     ),
     LaunchArgument("log_level", "info", "Log level of the started nodes"),
 )

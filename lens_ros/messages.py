@@ -29,16 +29,12 @@ def status_of(result: SegmentationResult, min_score: float = 0.0) -> tuple[int, 
 
     if result.parse_error and not result.tracked:
         return Segmentation.STATUS_PARSE_FALLBACK, bounded(
-            f"answer not parsable ({result.parse_error}); mask from the context queries alone",
-            512,
+            f"answer not parsable ({result.parse_error}); mask from the context queries alone", 512
         )
     if result.empty:
         return Segmentation.STATUS_NO_OBJECT, "the mask is empty"
     if result.scores.size and float(result.scores.max()) < min_score:
-        return (
-            Segmentation.STATUS_NO_OBJECT,
-            f"score {float(result.scores.max()):.3f} below min_score {min_score}",
-        )
+        return (Segmentation.STATUS_NO_OBJECT, f"score {float(result.scores.max()):.3f} below min_score {min_score}")
     return Segmentation.STATUS_OK, ""
 
 
@@ -53,13 +49,7 @@ def box_to_roi(box_xyxy: np.ndarray, height: int, width: int) -> RegionOfInteres
     x1, y1, x2, y2 = (float(v) for v in box_xyxy)
     x1, x2 = int(np.clip(np.floor(x1), 0, width)), int(np.clip(np.ceil(x2), 0, width))
     y1, y2 = int(np.clip(np.floor(y1), 0, height)), int(np.clip(np.ceil(y2), 0, height))
-    return RegionOfInterest(
-        x_offset=x1,
-        y_offset=y1,
-        width=max(0, x2 - x1),
-        height=max(0, y2 - y1),
-        do_rectify=False,
-    )
+    return RegionOfInterest(x_offset=x1, y_offset=y1, width=max(0, x2 - x1), height=max(0, y2 - y1), do_rectify=False)
 
 
 def mask_image(mask: np.ndarray, header):
@@ -156,12 +146,7 @@ def diagnostic_array(stamp, name: str, hardware_id: str, level: int, message: st
     """DiagnosticArray with one status (key/values stringified and bounded)."""
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
-    status = DiagnosticStatus(
-        level=bytes([level]),
-        name=name,
-        message=bounded(message, 512),
-        hardware_id=hardware_id,
-    )
+    status = DiagnosticStatus(level=bytes([level]), name=name, message=bounded(message, 512), hardware_id=hardware_id)
     status.values = [KeyValue(key=str(k), value=bounded(_fmt(v), 512)) for k, v in values.items()]
     array = DiagnosticArray()
     array.header.stamp = stamp

@@ -27,12 +27,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.publisher import Publisher
-from rclpy.qos import (
-    DurabilityPolicy,
-    QoSProfile,
-    ReliabilityPolicy,
-    qos_profile_sensor_data,
-)
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.service import Service
 from rclpy.subscription import Subscription
 from rclpy.timer import Timer
@@ -42,12 +37,7 @@ from visualization_msgs.msg import MarkerArray
 
 from lens_ros import geometry, messages, visualization
 from lens_ros.frame_sync import LatestSlot, StampBuffer, stamp_to_s
-from lens_ros.image_conversion import (
-    compressed_to_numpy,
-    image_to_numpy,
-    numpy_to_image,
-    to_rgb8,
-)
+from lens_ros.image_conversion import compressed_to_numpy, image_to_numpy, numpy_to_image, to_rgb8
 from lens_ros.model.types import BadInputError, LensError, SegmentationResult
 from lens_ros.msg import Segmentation
 from lens_ros.node_config import NODE_NAME, NodeConfig, check_value, declare_parameters
@@ -119,43 +109,20 @@ class LensBehaviour:
         cfg = self.config
         inputs = MutuallyExclusiveCallbackGroup()
         sensor_qos = QoSProfile(depth=cfg.image_queue_size, reliability=qos_profile_sensor_data.reliability)
-        if cfg.use_compressed:
-            self._io.append(
-                self.create_subscription(
-                    CompressedImage,
-                    "image/compressed",
-                    self._on_image,
-                    sensor_qos,
-                    callback_group=inputs,
-                )
-            )
-        else:
-            self._io.append(self.create_subscription(Image, "image", self._on_image, sensor_qos, callback_group=inputs))
-        if cfg.use_depth:
-            self._io.append(self.create_subscription(Image, "depth", self._on_depth, sensor_qos, callback_group=inputs))
-            self._io.append(
-                self.create_subscription(
-                    CameraInfo,
-                    "camera_info",
-                    self._on_camera_info,
-                    sensor_qos,
-                    callback_group=inputs,
-                )
-            )
         latched = QoSProfile(
-            depth=1,
-            reliability=ReliabilityPolicy.RELIABLE,
-            durability=DurabilityPolicy.TRANSIENT_LOCAL,
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
         )
-        self._io.append(
-            self.create_subscription(
-                String,
-                "/instruction",
-                self._on_instruction,
-                latched,
-                callback_group=inputs,
-            )
-        )
+        subscriptions = [(String, "/instruction", self._on_instruction, latched)]
+        if cfg.use_compressed:
+            subscriptions.append((CompressedImage, "image/compressed", self._on_image, sensor_qos))
+        else:
+            subscriptions.append((Image, "image", self._on_image, sensor_qos))
+        if cfg.use_depth:
+            subscriptions.append((Image, "depth", self._on_depth, sensor_qos))
+            subscriptions.append((CameraInfo, "camera_info", self._on_camera_info, sensor_qos))
+        for msg_type, topic, callback, qos in subscriptions:
+            self._io.append(self.create_subscription(msg_type, topic, callback, qos, callback_group=inputs))
+
         self.pub_segmentation = self.create_publisher(Segmentation, "~/segmentation", OUTPUT_QOS)
         self.pub_mask = self.create_publisher(Image, "~/mask", OUTPUT_QOS)
         self.pub_overlay = self.create_publisher(Image, "~/overlay", OUTPUT_QOS)
@@ -164,30 +131,15 @@ class LensBehaviour:
         self.pub_pose = self.create_publisher(PoseStamped, "~/target_pose", OUTPUT_QOS)
         self.pub_cloud = self.create_publisher(PointCloud2, "~/target_cloud", OUTPUT_QOS)
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
-        self._io += [
-            self.pub_segmentation,
-            self.pub_mask,
-            self.pub_overlay,
-            self.pub_rationale,
-            self.pub_markers,
-            self.pub_pose,
-            self.pub_cloud,
-            self.pub_diagnostics,
-        ]
+        self._io += [self.pub_segmentation, self.pub_mask, self.pub_overlay, self.pub_rationale]
+        self._io += [self.pub_markers, self.pub_pose, self.pub_cloud, self.pub_diagnostics]
+
+        service_group, timer_group = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
         self._io.append(
-            self.create_service(
-                Segment,
-                "~/segment",
-                self._on_segment_service,
-                callback_group=MutuallyExclusiveCallbackGroup(),
-            )
+            self.create_service(Segment, "~/segment", self._on_segment_service, callback_group=service_group)
         )
         self._io.append(
-            self.create_timer(
-                cfg.diagnostics_period_s,
-                self._publish_diagnostics,
-                callback_group=MutuallyExclusiveCallbackGroup(),
-            )
+            self.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics, callback_group=timer_group)
         )
 
     def _destroy_interfaces(self) -> None:
@@ -212,10 +164,7 @@ class LensBehaviour:
             f"loading model {model!r} on {self.device} ({self.dtype}, segmenter {self.config.segmenter_backend})"
         )
         pipeline = Pipeline.from_pretrained(
-            model,
-            device=self.device,
-            dtype=self.dtype,
-            segmenter_backend=self.config.segmenter_backend,
+            model, device=self.device, dtype=self.dtype, segmenter_backend=self.config.segmenter_backend
         )
         with self._pipeline_lock:
             self.pipeline = pipeline
@@ -342,10 +291,7 @@ class LensBehaviour:
                 self._report_bad_input(header, instruction.text, str(exc))
                 return
             except Exception as exc:  # reported in ~/segmentation, node keeps running
-                self._track_state, self._state_version = (
-                    None,
-                    -1,
-                )  # reason afresh next frame
+                self._track_state, self._state_version = (None, -1)  # reason afresh next frame
                 self._report_error(header, instruction.text, exc)
                 return
             self._track_state, self._state_version = state, instruction.version
@@ -399,11 +345,7 @@ class LensBehaviour:
 
     # -- outputs --------------------------------------------------------------------------
     def _publish_result(
-        self,
-        decoded: DecodedFrame,
-        instruction: str,
-        result: SegmentationResult,
-        received: float,
+        self, decoded: DecodedFrame, instruction: str, result: SegmentationResult, received: float
     ) -> None:
         cfg = self.config
         header = decoded.header
@@ -458,11 +400,7 @@ class LensBehaviour:
         self.stats.error(f"bad input: {problem}")
         self.pub_segmentation.publish(
             messages.segmentation_message(
-                header,
-                instruction,
-                None,
-                status=Segmentation.STATUS_BAD_INPUT,
-                status_text=problem,
+                header, instruction, None, status=Segmentation.STATUS_BAD_INPUT, status_text=problem
             )
         )
 
@@ -474,13 +412,7 @@ class LensBehaviour:
         self.stats.drop("error")
         self._note_error(text)
         self.pub_segmentation.publish(
-            messages.segmentation_message(
-                header,
-                instruction,
-                None,
-                status=Segmentation.STATUS_ERROR,
-                status_text=text,
-            )
+            messages.segmentation_message(header, instruction, None, status=Segmentation.STATUS_ERROR, status_text=text)
         )
 
     def _free_cuda_cache(self) -> None:
@@ -539,9 +471,7 @@ class LensBehaviour:
         if msg.width == 0 or msg.height == 0:
             if self._latest_frame is None:
                 return self._service_failure(
-                    response,
-                    Segmentation.STATUS_BAD_INPUT,
-                    "empty request image and no camera frame received yet",
+                    response, Segmentation.STATUS_BAD_INPUT, "empty request image and no camera frame received yet"
                 )
             msg = self._latest_frame.msg
         try:
@@ -551,10 +481,7 @@ class LensBehaviour:
         with self._pipeline_lock:
             if self.pipeline is None:
                 return self._service_failure(
-                    response,
-                    Segmentation.STATUS_ERROR,
-                    "model not loaded (inactive)",
-                    msg.header,
+                    response, Segmentation.STATUS_ERROR, "model not loaded (inactive)", msg.header
                 )
             try:
                 result, _ = self.pipeline.segment(decoded.rgb, instruction)
@@ -562,10 +489,7 @@ class LensBehaviour:
                 return self._service_failure(response, Segmentation.STATUS_BAD_INPUT, str(exc), msg.header)
             except Exception as exc:  # reported in the response
                 return self._service_failure(
-                    response,
-                    Segmentation.STATUS_ERROR,
-                    f"{type(exc).__name__}: {exc}",
-                    msg.header,
+                    response, Segmentation.STATUS_ERROR, f"{type(exc).__name__}: {exc}", msg.header
                 )
         self.stats.event("service")
         status, status_text = messages.status_of(result, self.config.min_score)
@@ -580,10 +504,7 @@ class LensBehaviour:
             total_ms=(time.monotonic() - received) * 1000.0,
             poses=[pose],
         )
-        response.success = status in (
-            Segmentation.STATUS_OK,
-            Segmentation.STATUS_PARSE_FALLBACK,
-        )
+        response.success = status in (Segmentation.STATUS_OK, Segmentation.STATUS_PARSE_FALLBACK)
         response.message = status_text or "ok"
         return response
 

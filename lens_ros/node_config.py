@@ -19,46 +19,22 @@ import yaml
 NODE_NAME = "lens_node"
 
 
-def _param(
-    default: Any,
-    description: str,
-    *,
-    runtime: bool = False,
-    choices=None,
-    low=None,
-    high=None,
-):
-    meta = {
-        "description": description,
-        "runtime": runtime,
-        "choices": choices,
-        "low": low,
-        "high": high,
-    }
+def _param(default: Any, description: str, *, runtime: bool = False, choices=None, low=None, high=None):
+    meta = {"description": description, "runtime": runtime, "choices": choices, "low": low, "high": high}
     return field(default=default, metadata=meta)
 
 
 @dataclass
 class NodeConfig:
     # Model
-    model: str = _param(
-        "lens-tiny",
-        "Preset name (lens-tiny, lens-3b-sam2-l, lens-3b-sam-h) or model bundle directory",
-    )
-    model_dir: str = _param(
-        "",
-        "Directory holding the preset's weights (empty: the preset's default location)",
-    )
+    model: str = _param("lens-tiny", "Preset name (lens-tiny, lens-3b-sam2-l, lens-3b-sam-h) or model bundle directory")
+    model_dir: str = _param("", "Directory holding the preset's weights (empty: the preset's default location)")
     device: str = _param("auto", "Torch device: auto (cuda if available), cpu, cuda, cuda:N")
     dtype: str = _param("auto", "Weights dtype", choices=("auto", "float32", "bfloat16", "float16"))
     segmenter_backend: str = _param("torch", "Segmenter runtime", choices=("torch", "onnx"))
     # Decisions
     min_score: float = _param(
-        0.0,
-        "Objects whose mask score is below this are reported as no object",
-        runtime=True,
-        low=0.0,
-        high=1.0,
+        0.0, "Objects whose mask score is below this are reported as no object", runtime=True, low=0.0, high=1.0
     )
     reason_interval_s: float = _param(
         0.0,
@@ -73,74 +49,35 @@ class NodeConfig:
         runtime=True,
     )
     max_instruction_length: int = _param(
-        512,
-        "Instructions longer than this many characters are rejected",
-        runtime=True,
-        low=1,
-        high=100000,
+        512, "Instructions longer than this many characters are rejected", runtime=True, low=1, high=100000
     )
     # Outputs
     publish_mask: bool = _param(True, "Publish ~/mask (mono8)", runtime=True)
     publish_overlay: bool = _param(True, "Publish ~/overlay (rgb8 drawing for RViz)", runtime=True)
     publish_rationale: bool = _param(True, "Publish ~/rationale when the model reasons", runtime=True)
     publish_markers: bool = _param(True, "Publish ~/markers (MarkerArray) when a 3D pose is known", runtime=True)
-    publish_pose: bool = _param(
-        True,
-        "Publish ~/target_pose when depth and camera_info are available",
-        runtime=True,
-    )
+    publish_pose: bool = _param(True, "Publish ~/target_pose when depth and camera_info are available", runtime=True)
     publish_cloud: bool = _param(True, "Publish ~/target_cloud (the object's points)", runtime=True)
     overlay_alpha: float = _param(0.5, "Mask opacity in ~/overlay", runtime=True, low=0.0, high=1.0)
     max_cloud_points: int = _param(
-        20000,
-        "Subsample ~/target_cloud to at most this many points",
-        runtime=True,
-        low=1,
-        high=10_000_000,
+        20000, "Subsample ~/target_cloud to at most this many points", runtime=True, low=1, high=10_000_000
     )
     # Inputs
-    use_compressed: bool = _param(
-        False,
-        "Subscribe to image/compressed (sensor_msgs/CompressedImage) instead of image",
-    )
+    use_compressed: bool = _param(False, "Subscribe to image/compressed (sensor_msgs/CompressedImage) instead of image")
     use_depth: bool = _param(True, "Subscribe to depth and camera_info for 3D outputs")
     image_queue_size: int = _param(2, "QoS depth of the image subscriptions", low=1, high=100)
     depth_buffer_size: int = _param(30, "Recent depth/camera_info messages kept for time matching", low=1, high=1000)
     sync_slop_s: float = _param(
-        0.02,
-        "Largest stamp difference between an image and its depth/camera_info",
-        runtime=True,
-        low=0.0,
-        high=10.0,
+        0.02, "Largest stamp difference between an image and its depth/camera_info", runtime=True, low=0.0, high=10.0
     )
     sync_wait_s: float = _param(
-        0.05,
-        "How long the worker waits for a late depth frame of the same time",
-        runtime=True,
-        low=0.0,
-        high=1.0,
+        0.05, "How long the worker waits for a late depth frame of the same time", runtime=True, low=0.0, high=1.0
     )
     depth_scale: float = _param(0.001, "Metres per unit of 16UC1 depth images", runtime=True, low=0.0, high=10.0)
-    min_depth_m: float = _param(
-        0.05,
-        "Depth readings below this are ignored",
-        runtime=True,
-        low=0.0,
-        high=1000.0,
-    )
-    max_depth_m: float = _param(
-        10.0,
-        "Depth readings above this are ignored",
-        runtime=True,
-        low=0.0,
-        high=1000.0,
-    )
+    min_depth_m: float = _param(0.05, "Depth readings below this are ignored", runtime=True, low=0.0, high=1000.0)
+    max_depth_m: float = _param(10.0, "Depth readings above this are ignored", runtime=True, low=0.0, high=1000.0)
     max_image_pixels: int = _param(
-        16_000_000,
-        "Images with more pixels are rejected",
-        runtime=True,
-        low=1,
-        high=1_000_000_000,
+        16_000_000, "Images with more pixels are rejected", runtime=True, low=1, high=1_000_000_000
     )
     # Diagnostics
     diagnostics_period_s: float = _param(1.0, "Period of /diagnostics", low=0.05, high=3600.0)
@@ -213,11 +150,7 @@ def check_value(name: str, value: Any) -> str:
 
 def declare_parameters(node) -> NodeConfig:
     """Declare every NodeConfig field as a ROS parameter on ``node`` and read them back."""
-    from rcl_interfaces.msg import (
-        FloatingPointRange,
-        IntegerRange,
-        ParameterDescriptor,
-    )
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
     for f in fields(NodeConfig):
         meta = f.metadata

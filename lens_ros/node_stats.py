@@ -58,11 +58,7 @@ class NodeStats:
             values = sorted(self._latencies.get(name, ()))
         if not values:
             return 0.0, 0.0, 0.0
-        return (
-            values[len(values) // 2],
-            values[min(len(values) - 1, int(len(values) * 0.9))],
-            values[-1],
-        )
+        return (values[len(values) // 2], values[min(len(values) - 1, int(len(values) * 0.9))], values[-1])
 
     def snapshot(self) -> dict[str, object]:
         """Flat key/values for a DiagnosticStatus."""
@@ -76,11 +72,7 @@ class NodeStats:
             out[f"{name}_hz"] = self.rate(name)
         for name in latency_names:
             p50, p90, pmax = self.percentiles(name)
-            out[f"{name}_ms_p50"], out[f"{name}_ms_p90"], out[f"{name}_ms_max"] = (
-                p50,
-                p90,
-                pmax,
-            )
+            out[f"{name}_ms_p50"], out[f"{name}_ms_p90"], out[f"{name}_ms_max"] = (p50, p90, pmax)
         for name, value in sorted(counts.items()):
             out[f"{name}_count"] = value
         out["dropped_total"] = sum(drops.values())

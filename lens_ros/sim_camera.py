@@ -37,30 +37,12 @@ def ros_intrinsics(k: np.ndarray) -> np.ndarray:
 
 
 def camera_info(k: np.ndarray, width: int, height: int, header: Header) -> CameraInfo:
-    info = CameraInfo(
-        header=header,
-        width=int(width),
-        height=int(height),
-        distortion_model="plumb_bob",
-    )
+    info = CameraInfo(header=header, width=int(width), height=int(height), distortion_model="plumb_bob")
     k = ros_intrinsics(k)
     info.k = [float(v) for v in k.ravel()]
     info.d = [0.0] * 5
     info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-    info.p = [
-        k[0, 0],
-        0.0,
-        k[0, 2],
-        0.0,
-        0.0,
-        k[1, 1],
-        k[1, 2],
-        0.0,
-        0.0,
-        0.0,
-        1.0,
-        0.0,
-    ]
+    info.p = [k[0, 0], 0.0, k[0, 2], 0.0, 0.0, k[1, 1], k[1, 2], 0.0, 0.0, 0.0, 1.0, 0.0]
     return info
 
 

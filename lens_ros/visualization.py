@@ -49,16 +49,7 @@ def draw_overlay(
         font_scale = max(0.3, 0.5 * scale)
         (tw, th), base = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
         cv2.rectangle(out, (0, 0), (min(tw + 4, out.shape[1]), th + base + 4), (0, 0, 0), -1)
-        cv2.putText(
-            out,
-            caption,
-            (2, th + 2),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            font_scale,
-            TEXT_COLOUR,
-            1,
-            cv2.LINE_AA,
-        )
+        cv2.putText(out, caption, (2, th + 2), cv2.FONT_HERSHEY_SIMPLEX, font_scale, TEXT_COLOUR, 1, cv2.LINE_AA)
     return out
 
 
@@ -76,24 +67,12 @@ def target_markers(header, pose: TargetPose | None, label: str, lifetime_s: floa
         markers.markers.append(clear)
         return markers
     lifetime = Duration(sec=int(lifetime_s), nanosec=int((lifetime_s % 1.0) * 1e9))
-    box = Marker(
-        header=header,
-        ns="lens_target",
-        id=0,
-        type=Marker.CUBE,
-        action=Marker.ADD,
-        lifetime=lifetime,
-    )
+    box = Marker(header=header, ns="lens_target", id=0, type=Marker.CUBE, action=Marker.ADD, lifetime=lifetime)
     fill_pose(box.pose, pose)
     box.scale.x, box.scale.y, box.scale.z = (float(max(v, 0.005)) for v in pose.extent)
     box.color.r, box.color.g, box.color.b, box.color.a = 0.0, 0.8, 1.0, 0.5
     text = Marker(
-        header=header,
-        ns="lens_target",
-        id=1,
-        type=Marker.TEXT_VIEW_FACING,
-        action=Marker.ADD,
-        lifetime=lifetime,
+        header=header, ns="lens_target", id=1, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD, lifetime=lifetime
     )
     text.pose.position.x = float(pose.position[0])
     text.pose.position.y = float(pose.position[1] - max(pose.extent) * 0.5 - 0.03)  # above: -y in optical frame

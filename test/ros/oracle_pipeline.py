@@ -44,12 +44,7 @@ class OraclePipeline:
             )
         else:
             obj = self.frame.objects[index]
-            masks, boxes, scores, labels = (
-                obj.mask[None],
-                obj.box[None],
-                np.ones(1, np.float32),
-                [obj.name],
-            )
+            masks, boxes, scores, labels = (obj.mask[None], obj.box[None], np.ones(1, np.float32), [obj.name])
         timings = Timings(total_ms=1.0, generate_ms=0.0 if kind == "track" else 0.5)
         return SegmentationResult(
             masks,

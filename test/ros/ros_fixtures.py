@@ -43,27 +43,13 @@ class Launcher:
         self.env, self.log_dir = env, log_dir
         self.groups: list[tuple[ProcessGroup, object]] = []
 
-    def start(
-        self,
-        specs: list[NodeSpec],
-        *,
-        oracle: bool = False,
-        extra_env: dict | None = None,
-    ) -> ProcessGroup:
+    def start(self, specs: list[NodeSpec], *, oracle: bool = False, extra_env: dict | None = None) -> ProcessGroup:
         env = {**self.env, **(extra_env or {})}
         log = open(self.log_dir / f"nodes_{len(self.groups)}.log", "w")  # noqa: SIM115 - closed in stop_all
         group = ProcessGroup(env, stdout=log, stderr=subprocess.STDOUT)
         for spec in specs:
             if oracle and spec.module == "lens_ros.node":
-                group.start_command(
-                    spec.name,
-                    [
-                        sys.executable,
-                        str(ORACLE),
-                        *spec.arguments,
-                        *ros_arguments(spec),
-                    ],
-                )
+                group.start_command(spec.name, [sys.executable, str(ORACLE), *spec.arguments, *ros_arguments(spec)])
             else:
                 group.start_command(spec.name, command_for(spec))
         self.groups.append((group, log))
@@ -93,10 +79,7 @@ class Probe:
 
     def subscribe(self, msg_type, topic: str, qos=10) -> list:
         self.node.create_subscription(
-            msg_type,
-            topic,
-            lambda m: self.received[topic].append((time.monotonic(), m)),
-            qos,
+            msg_type, topic, lambda m: self.received[topic].append((time.monotonic(), m)), qos
         )
         return self.received[topic]
 
@@ -125,19 +108,7 @@ class Probe:
 def instruction_qos():
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
-    return QoSProfile(
-        depth=1,
-        reliability=ReliabilityPolicy.RELIABLE,
-        durability=DurabilityPolicy.TRANSIENT_LOCAL,
-    )
+    return QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
-__all__ = [
-    "SCENE",
-    "Launcher",
-    "Probe",
-    "frozen_camera_parameters",
-    "instruction_qos",
-    "node_specs",
-    "oracle_env",
-]
+__all__ = ["SCENE", "Launcher", "Probe", "frozen_camera_parameters", "instruction_qos", "node_specs", "oracle_env"]

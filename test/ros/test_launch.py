@@ -15,12 +15,7 @@ import pytest
 
 from lens_ros.launch_cli import command_for
 from lens_ros.launch_cli import main as launch_main
-from lens_ros.launch_description import (
-    ARGUMENT_NAMES,
-    LAUNCH_ARGUMENTS,
-    node_specs,
-    ros_arguments,
-)
+from lens_ros.launch_description import ARGUMENT_NAMES, LAUNCH_ARGUMENTS, node_specs, ros_arguments
 
 LAUNCH_FILE = Path(__file__).resolve().parents[2] / "launch" / "perception.launch.py"
 
@@ -103,11 +98,7 @@ def test_launch_file_starts_what_the_description_says(monkeypatch, values):
     assert len(nodes) == len(specs)
     for node, spec in zip(nodes, specs, strict=True):
         kw = node.kwargs
-        assert (kw["package"], kw["executable"], kw["name"]) == (
-            spec.package,
-            spec.executable,
-            spec.name,
-        )
+        assert (kw["package"], kw["executable"], kw["name"]) == (spec.package, spec.executable, spec.name)
         assert kw["remappings"] == list(spec.remappings)
         assert kw["arguments"] == list(spec.arguments)
         files = [p for p in kw["parameters"] if isinstance(p, str)]
@@ -117,12 +108,7 @@ def test_launch_file_starts_what_the_description_says(monkeypatch, values):
 
 def test_command_line_carries_the_same_parameters_and_remappings():
     specs = node_specs(
-        {
-            "preset": "/models/my bundle",
-            "image": "/cam/color",
-            "use_sim_camera": "true",
-            "lifecycle": "true",
-        }
+        {"preset": "/models/my bundle", "image": "/cam/color", "use_sim_camera": "true", "lifecycle": "true"}
     )
     node, camera = specs
     argv = command_for(node)
@@ -153,13 +139,7 @@ def test_unknown_launch_argument_is_refused(capsys):
 def test_lens_launch_forwards_sigint_and_stops_every_node(ros_env, tmp_path):
     log = open(tmp_path / "launch.log", "w")
     launcher = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lens_ros.launch_cli",
-            "use_sim_camera:=true",
-            "preset:=/nonexistent/bundle",
-        ],
+        [sys.executable, "-m", "lens_ros.launch_cli", "use_sim_camera:=true", "preset:=/nonexistent/bundle"],
         env=ros_env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -179,13 +159,7 @@ def test_lens_launch_forwards_sigint_and_stops_every_node(ros_env, tmp_path):
     # ... and a clean run stops on SIGINT.
     log = open(tmp_path / "launch2.log", "w")
     launcher = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lens_ros.launch_cli",
-            "use_sim_camera:=true",
-            "use_rviz:=false",
-        ],
+        [sys.executable, "-m", "lens_ros.launch_cli", "use_sim_camera:=true", "use_rviz:=false"],
         env={**ros_env, "LENS_LAUNCH_TEST": "1"},
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -16,13 +16,7 @@ from geometry_msgs.msg import PoseStamped
 from lens_ros.msg import Segmentation
 from lens_ros.srv import Segment
 from rclpy.qos import qos_profile_sensor_data
-from ros_fixtures import (
-    SCENE,
-    frozen_camera_parameters,
-    instruction_qos,
-    node_specs,
-    oracle_env,
-)
+from ros_fixtures import SCENE, frozen_camera_parameters, instruction_qos, node_specs, oracle_env
 from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import String
 
@@ -69,11 +63,7 @@ def test_instruction_gives_segmentation_stamped_like_the_image(running, probe):
     images = probe.subscribe(Image, "/camera/image_raw", qos_profile_sensor_data)
     segs = probe.subscribe(Segmentation, f"{NODE}/segmentation")
     send_instruction(probe, f"the {frame.objects[target].name}")
-    probe.spin_until(
-        lambda: [m for _, m in segs if m.status == Segmentation.STATUS_OK],
-        30,
-        "a Segmentation",
-    )
+    probe.spin_until(lambda: [m for _, m in segs if m.status == Segmentation.STATUS_OK], 30, "a Segmentation")
     seg = next(m for _, m in segs if m.status == Segmentation.STATUS_OK)
     assert seg.header.frame_id == "camera_color_optical_frame"
     probe.spin_until(lambda: len(images) > 0, 5, "camera images")
@@ -87,12 +77,7 @@ def test_instruction_gives_segmentation_stamped_like_the_image(running, probe):
     assert np.array_equal(mask, frame.objects[target].mask)
     box = seg.objects[0].box
     x1, y1, x2, y2 = frame.objects[target].box
-    assert (
-        box.x_offset,
-        box.y_offset,
-        box.x_offset + box.width,
-        box.y_offset + box.height,
-    ) == (x1, y1, x2, y2)
+    assert (box.x_offset, box.y_offset, box.x_offset + box.width, box.y_offset + box.height) == (x1, y1, x2, y2)
 
 
 def test_tracking_publishes_later_frames_without_reasoning_again(running, probe):
@@ -101,9 +86,7 @@ def test_tracking_publishes_later_frames_without_reasoning_again(running, probe)
     rationale = probe.subscribe(String, f"{NODE}/rationale", instruction_qos())
     send_instruction(probe, f"the {frame.objects[1].name}")
     probe.spin_until(
-        lambda: len([m for _, m in segs if m.instruction.endswith(frame.objects[1].name)]) >= 6,
-        30,
-        "6 frames",
+        lambda: len([m for _, m in segs if m.instruction.endswith(frame.objects[1].name)]) >= 6, 30, "6 frames"
     )
     answered = [m for _, m in segs if m.instruction.endswith(frame.objects[1].name)]
     assert not answered[0].tracked and answered[0].answer.startswith("segment #")
@@ -174,9 +157,7 @@ def test_bad_instruction_is_reported_and_the_node_keeps_running(running, probe):
     segs = probe.subscribe(Segmentation, f"{NODE}/segmentation")
     send_instruction(probe, "x" * 600)
     probe.spin_until(
-        lambda: [m for _, m in segs if m.status == Segmentation.STATUS_BAD_INPUT],
-        20,
-        "a BAD_INPUT status",
+        lambda: [m for _, m in segs if m.status == Segmentation.STATUS_BAD_INPUT], 20, "a BAD_INPUT status"
     )
     bad = next(m for _, m in segs if m.status == Segmentation.STATUS_BAD_INPUT)
     assert "max_instruction_length" in bad.status_text
@@ -194,9 +175,7 @@ def test_diagnostics_report_rates_and_drops(running, probe):
 
     diags = probe.subscribe(DiagnosticArray, "/diagnostics")
     probe.spin_until(
-        lambda: [m for _, m in diags if any(s.name.startswith("lens_node") for s in m.status)],
-        10,
-        "diagnostics",
+        lambda: [m for _, m in diags if any(s.name.startswith("lens_node") for s in m.status)], 10, "diagnostics"
     )
     status = next(s for _, m in diags for s in m.status if s.name.startswith("lens_node"))
     values = {kv.key: kv.value for kv in status.values}

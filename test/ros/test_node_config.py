@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lens_ros.node_config import (
-    NodeConfig,
-    check_value,
-    declare_parameters,
-    read_params_file,
-)
+from lens_ros.node_config import NodeConfig, check_value, declare_parameters, read_params_file
 from lens_ros.ros_env import config_dir
 
 
@@ -49,10 +44,7 @@ def test_declared_parameters_have_descriptors_and_overrides_apply(rclpy_context)
     node = rclpy.create_node(
         "lens_node",
         context=rclpy_context,
-        parameter_overrides=[
-            Parameter("reason_interval_s", value=2.5),
-            Parameter("model", value="/models/bundle"),
-        ],
+        parameter_overrides=[Parameter("reason_interval_s", value=2.5), Parameter("model", value="/models/bundle")],
     )
     try:
         config = declare_parameters(node)
