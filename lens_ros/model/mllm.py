@@ -324,9 +324,14 @@ def load_tokenizer(path: str | Path):
         raise ModelFileError(f"{path}: cannot load the tokenizer ({type(exc).__name__}: {exc})") from exc
 
 
-def load_qwen(path: str | Path, dtype: torch.dtype = torch.float32, attn_implementation: str | None = None):
-    """Qwen2_5_VLForConditionalGeneration from a local ``from_pretrained`` directory."""
+def load_qwen(path: str | Path, dtype: torch.dtype = torch.float32, attn_implementation: str | None = None,
+              quiet: bool = False):
+    """Qwen2_5_VLForConditionalGeneration from a local ``from_pretrained`` directory.
+
+    ``quiet``: silence transformers' load report (e.g. for checkpoints with extra heads).
+    """
     from transformers import Qwen2_5_VLForConditionalGeneration
+    from transformers.utils import logging as hf_logging
 
     path = Path(path)
     if not (path / "config.json").is_file():
@@ -335,6 +340,17 @@ def load_qwen(path: str | Path, dtype: torch.dtype = torch.float32, attn_impleme
         kwargs = {"dtype": dtype, "local_files_only": True}
         if attn_implementation:
             kwargs["attn_implementation"] = attn_implementation
-        return Qwen2_5_VLForConditionalGeneration.from_pretrained(str(path), **kwargs)
+        level = hf_logging.get_verbosity()
+        if quiet:
+            hf_logging.set_verbosity_error()
+        try:
+            model, info = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+                str(path), output_loading_info=True, **kwargs)
+        finally:
+            hf_logging.set_verbosity(level)
     except Exception as exc:
         raise ModelFileError(f"{path}: cannot load Qwen2.5-VL ({type(exc).__name__}: {exc})") from exc
+    missing = [k for k in info.get("missing_keys", ()) if "rotary" not in k]
+    if missing:
+        raise ModelFileError(f"{path}: Qwen2.5-VL weights missing for {sorted(missing)[:5]}")
+    return model

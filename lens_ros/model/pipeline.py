@@ -1,0 +1,277 @@
+"""Pipeline: (RGB image, instruction) -> SegmentationResult, ROS-free.
+
+    pipe = Pipeline.from_pretrained("lens-tiny")          # or a bundle / LENS release dir
+    result, state = pipe.segment(image, "the red mug")    # MLLM reasoning + context prompt + mask
+    result, state = pipe.track(next_image, state)         # segmenter only, cached prompt
+
+``segment``: the segmenter's image encoder runs concurrently with MLLM generation (a
+thread; on CUDA with its own stream), so latency is about max(generation, encoder) +
+context pass + decoder. The context queries continue the generation's KV cache. Image
+embeddings are cached per frame (content hash), so ``track`` on the frame just reasoned
+about costs only a decoder call.
+
+``track``: re-uses the cached context prompt token and, optionally, the previous mask's
+box as an extra box prompt; the MLLM is not run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lens_ros.model import prompts
+from lens_ros.model.lens import LensModel
+from lens_ros.model.mllm import GenerationSettings
+from lens_ros.model.presets import DEFAULT_PRESET, load_model, resolve_dtype
+from lens_ros.model.segmenter import ImageEmbedding
+from lens_ros.model.types import BadInputError, LensError, SegmentationResult, Timings
+from lens_ros.model.vision_input import check_rgb_image, scale_box
+
+MAX_IMAGE_PIXELS = 8192 * 8192
+MIN_IMAGE_SIDE = 8
+
+
+@dataclass
+class PipelineConfig:
+    """Inference options.
+
+    use_box_prompt: also give the segmenter the MLLM's parsed box (LENS uses the context
+        prompt alone; when the answer has no box the context prompt is used alone anyway).
+    track_with_previous_box: in ``track``, add the previous mask's box as a box prompt.
+    overlap_encoder: run the image encoder concurrently with generation (None: on CUDA only).
+    embedding_cache_size: frames whose image embedding is kept.
+    """
+
+    max_new_tokens: int | None = None
+    cot: bool | None = None
+    use_box_prompt: bool = False
+    track_with_previous_box: bool = True
+    mask_threshold: float = 0.0
+    overlap_encoder: bool | None = None
+    embedding_cache_size: int = 2
+
+
+@dataclass
+class TrackState:
+    """What ``track`` needs from the last reasoning: the context prompt and the last box."""
+
+    instruction: str
+    prompt_tokens: torch.Tensor  # (1, 1, D)
+    rationale: str = ""
+    answer: str = ""
+    last_box: np.ndarray | None = None  # xyxy, pixels of the image it came from
+    last_hw: tuple[int, int] = (0, 0)
+    frames_tracked: int = 0
+    extras: dict = field(default_factory=dict)
+
+
+def _frame_key(image: np.ndarray) -> str:
+    digest = hashlib.blake2b(image.tobytes(), digest_size=16)
+    digest.update(str(image.shape).encode())
+    return digest.hexdigest()
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    image = check_rgb_image(image)
+    h, w = image.shape[:2]
+    if min(h, w) < MIN_IMAGE_SIDE:
+        raise BadInputError(f"image {h}x{w} is too small (minimum side {MIN_IMAGE_SIDE} px)")
+    if h * w > MAX_IMAGE_PIXELS:
+        raise BadInputError(f"image {h}x{w} is too large (more than {MAX_IMAGE_PIXELS} pixels)")
+    return image
+
+
+def mask_box(mask: np.ndarray) -> np.ndarray | None:
+    """xyxy (float32, pixel edges) of a bool mask, or None when empty."""
+    ys, xs = np.nonzero(mask)
+    if xs.size == 0:
+        return None
+    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float32)
+
+
+class Pipeline:
+    """Inference around a LensModel; see the module docstring."""
+
+    def __init__(self, model: LensModel, device: str | torch.device = "cpu",
+                 dtype: str | torch.dtype | None = "float32", segmenter_backend: str = "torch",
+                 config: PipelineConfig | None = None, onnx_dir: str | Path | None = None) -> None:
+        self.device = torch.device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.config = config or PipelineConfig()
+        self.segmenter = self.model.segmenter
+        if segmenter_backend == "onnx":
+            from lens_ros.model.onnx_backend import OnnxSegmenter
+
+            self.segmenter = OnnxSegmenter.from_segmenter(self.model.segmenter, onnx_dir, device=self.device)
+        elif segmenter_backend != "torch":
+            raise ValueError(f"segmenter_backend must be 'torch' or 'onnx', got {segmenter_backend!r}")
+        self.segmenter_backend = segmenter_backend
+        self._cache: OrderedDict[str, ImageEmbedding] = OrderedDict()
+        self._lock = threading.Lock()
+        overlap = self.config.overlap_encoder
+        self.overlap = self.device.type == "cuda" if overlap is None else overlap
+        self._encoder_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+
+    @classmethod
+    def from_pretrained(cls, model: str | Path = DEFAULT_PRESET, device: str | torch.device = "cpu",
+                        dtype: str | torch.dtype | None = "float32", segmenter_backend: str = "torch",
+                        model_dir: str | Path | None = None, config: PipelineConfig | None = None,
+                        onnx_dir: str | Path | None = None) -> Pipeline:
+        """Load a preset name, bundle directory or LENS release directory (local files only)."""
+        lens = load_model(model, model_dir=model_dir, device=device, dtype=dtype)
+        return cls(lens, device=device, dtype=dtype, segmenter_backend=segmenter_backend,
+                   config=config, onnx_dir=onnx_dir)
+
+    # -- image embeddings -------------------------------------------------------------------
+    def encode_image(self, image: np.ndarray) -> tuple[ImageEmbedding, float]:
+        """Cached segmenter embedding of a frame -> (embedding, encoder ms; 0 when cached)."""
+        key = _frame_key(image)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key], 0.0
+        start = time.perf_counter()
+        if self._encoder_stream is not None:
+            with torch.cuda.stream(self._encoder_stream):
+                emb = self.segmenter.encode(image)
+            self._encoder_stream.synchronize()
+        else:
+            emb = self.segmenter.encode(image)
+        ms = (time.perf_counter() - start) * 1000
+        with self._lock:
+            self._cache[key] = emb
+            while len(self._cache) > max(1, self.config.embedding_cache_size):
+                self._cache.popitem(last=False)
+        return emb, ms
+
+    def clear_cache(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+    # -- full reasoning ---------------------------------------------------------------------
+    @torch.no_grad()
+    def segment(self, image: np.ndarray, instruction: str) -> tuple[SegmentationResult, TrackState]:
+        """Reason about ``image`` for ``instruction`` and segment the referred object."""
+        t_start = time.perf_counter()
+        image = _check_image(image)
+        expression = prompts.clean_instruction(instruction)
+        timings = Timings()
+        try:
+            return self._segment(image, expression, timings, t_start)
+        except torch.cuda.OutOfMemoryError as exc:
+            torch.cuda.empty_cache()
+            raise LensError(f"CUDA out of memory on {self.device} ({self.dtype}): {exc}") from exc
+
+    def _segment(self, image, expression, timings: Timings, t_start: float):
+        model = self.model
+        t0 = time.perf_counter()
+        inputs = model.prepare([image], [expression], cot=self.config.cot)
+        timings.preprocess_ms = (time.perf_counter() - t0) * 1000
+
+        encoded: dict[str, object] = {}
+
+        def run_encoder() -> None:
+            try:
+                encoded["emb"], encoded["ms"] = self.encode_image(image)
+            except BaseException as exc:  # re-raised in the caller's thread
+                encoded["error"] = exc
+
+        worker = None
+        if self.overlap:
+            worker = threading.Thread(target=run_encoder, name="lens-encoder", daemon=True)
+            worker.start()
+        t0 = time.perf_counter()
+        settings = GenerationSettings.greedy(self.config.max_new_tokens or model.config.max_new_tokens)
+        gen = model.mllm.generate(inputs.mllm, settings)
+        timings.generate_ms = (time.perf_counter() - t0) * 1000
+        timings.num_generated_tokens = len(gen.completion_ids[0])
+
+        t0 = time.perf_counter()
+        query_hidden = model.query_hidden_after_generation(gen, inputs.mllm)
+        prompt_tokens = model.prompt_tokens(query_hidden)
+        timings.context_ms = (time.perf_counter() - t0) * 1000
+
+        if worker is not None:
+            worker.join()
+        else:
+            run_encoder()
+        if "error" in encoded:
+            raise encoded["error"]  # type: ignore[misc]
+        timings.encoder_ms = float(encoded["ms"])  # type: ignore[arg-type]
+
+        text = gen.texts[0]
+        parsed = prompts.parse_answer(text)
+        h, w = image.shape[:2]
+        parsed_box = None
+        if parsed.box is not None:
+            parsed_box = np.array(scale_box(parsed.box, inputs.packed[0].resized_hw, (h, w)), dtype=np.float32)
+        parse_error = ""
+        if parsed.box is None:
+            parse_error = f"{parsed.error}; mask from the context queries alone"
+        box_prompt = parsed_box if (self.config.use_box_prompt and parsed_box is not None) else None
+        result = self._decode(encoded["emb"], prompt_tokens, box_prompt, expression, timings)  # type: ignore[arg-type]
+        result.rationale = parsed.think or (parsed.answer if parsed.box is None else "")
+        result.answer = text
+        result.parsed_box = parsed_box
+        result.parse_error = parse_error
+        if result.masks.shape[0] == 0 and parsed_box is not None:
+            result.boxes = parsed_box[None]
+        timings.total_ms = (time.perf_counter() - t_start) * 1000
+        state = TrackState(
+            instruction=expression, prompt_tokens=prompt_tokens.detach(), rationale=result.rationale, answer=text,
+            last_box=result.boxes[0].copy() if result.boxes.shape[0] else None, last_hw=(h, w),
+        )
+        return result, state
+
+    def _decode(self, emb: ImageEmbedding, prompt_tokens: torch.Tensor, box: np.ndarray | None,
+                label: str, timings: Timings) -> SegmentationResult:
+        t0 = time.perf_counter()
+        boxes = None if box is None else torch.as_tensor(box, dtype=torch.float32, device=self.device)[None]
+        out = self.segmenter.decode(emb, prompt_tokens=prompt_tokens, boxes=boxes)
+        logits = out.mask_logits[0, 0].float().cpu().numpy()
+        score = float(out.iou_scores[0, 0].float().clamp(0, 1).cpu())
+        timings.decoder_ms = (time.perf_counter() - t0) * 1000
+        mask = logits > self.config.mask_threshold
+        mbox = mask_box(mask)
+        if mbox is None:
+            h, w = mask.shape
+            return SegmentationResult(masks=np.zeros((0, h, w), bool), boxes=np.zeros((0, 4), np.float32),
+                                      scores=np.zeros((0,), np.float32), labels=[], timings=timings)
+        return SegmentationResult(masks=mask[None], boxes=mbox[None], scores=np.array([score], np.float32),
+                                  labels=[label], timings=timings)
+
+    # -- tracking ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def track(self, image: np.ndarray, state: TrackState) -> tuple[SegmentationResult, TrackState]:
+        """Segment a new frame with the cached context prompt (no MLLM call)."""
+        if not isinstance(state, TrackState):
+            raise BadInputError("track needs the state returned by segment()")
+        t_start = time.perf_counter()
+        image = _check_image(image)
+        h, w = image.shape[:2]
+        timings = Timings()
+        try:
+            emb, timings.encoder_ms = self.encode_image(image)
+            box = None
+            if self.config.track_with_previous_box and state.last_box is not None:
+                box = np.array(scale_box(tuple(state.last_box), state.last_hw, (h, w)), dtype=np.float32)
+            tokens = state.prompt_tokens.to(device=self.device)
+            result = self._decode(emb, tokens, box, state.instruction, timings)
+        except torch.cuda.OutOfMemoryError as exc:
+            torch.cuda.empty_cache()
+            raise LensError(f"CUDA out of memory on {self.device} ({self.dtype}): {exc}") from exc
+        result.tracked = True
+        result.rationale = state.rationale
+        result.answer = state.answer
+        timings.total_ms = (time.perf_counter() - t_start) * 1000
+        new_box = result.boxes[0].copy() if result.boxes.shape[0] else state.last_box
+        new_hw = (h, w) if result.boxes.shape[0] else state.last_hw
+        return result, replace(state, last_box=new_box, last_hw=new_hw, frames_tracked=state.frames_tracked + 1)
