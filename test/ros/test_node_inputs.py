@@ -67,11 +67,13 @@ def test_compressed_remapped_input_with_params_file_and_16uc1_depth(launcher, pr
     probe.node.create_publisher(String, "/instruction", instruction_qos()).publish(String(data=obj.name))
     probe.spin_until(lambda: [m for _, m in segs if m.status == Segmentation.STATUS_OK] and poses, 30, "an answer")
 
-    graph = probe.node
-    subscribers = {
-        t: [i.node_name for i in graph.get_subscriptions_info_by_topic(t)]
-        for t in ("/cam/color/compressed", "/cam/color", "/cam/depth", "/cam/info")
-    }
+    def subscribers():
+        topics = ("/cam/color/compressed", "/cam/color", "/cam/depth", "/cam/info")
+        return {t: [i.node_name for i in probe.node.get_subscriptions_info_by_topic(t)] for t in topics}
+
+    # Node names reach the graph a little after the endpoints do.
+    probe.spin_until(lambda: "lens_node" in subscribers()["/cam/color/compressed"], 10, "lens_node in the graph")
+    subscribers = subscribers()
     assert "lens_node" in subscribers["/cam/color/compressed"] and "lens_node" not in subscribers["/cam/color"], (
         subscribers
     )
