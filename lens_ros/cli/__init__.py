@@ -1,0 +1,1 @@
+"""Command-line tools of lens_ros that need no ROS (lens-predict)."""
