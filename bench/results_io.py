@@ -91,7 +91,11 @@ def write_results(suites: dict[str, dict], mode: str, out_dir: Path = RESULTS_DI
         parts += [f"## {suite}", ""]
         if result.get("note"):
             parts += [result["note"], ""]
+        if result.get("error"):
+            parts += [f"**failed**: {result['error']}", ""]
         if result.get("rows"):
             parts += [markdown_table(result["rows"], result["columns"]), ""]
+        for section, table in result.get("sections", {}).items():
+            parts += [f"### {section}", "", markdown_table(table["rows"], table["columns"]), ""]
     md_path.write_text("\n".join(parts))
     return json_path, md_path

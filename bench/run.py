@@ -17,6 +17,7 @@ import traceback
 
 # suite name -> module with run(quick: bool) -> {"columns": [...], "rows": [...], "note": str}
 SUITES = {
+    "model": "bench.model_bench",
     "transport": "bench.transport",
 }
 
