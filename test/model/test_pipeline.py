@@ -1,0 +1,116 @@
+"""Pipeline: segment, track without the MLLM, bad input, ONNX backend parity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lens_ros.model.pipeline import Pipeline, PipelineConfig, TrackState
+from lens_ros.model.types import BadInputError, ModelFileError
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_model):
+    return Pipeline(tiny_model, device="cpu", dtype="float32", config=PipelineConfig(max_new_tokens=12))
+
+
+def test_segment_returns_masks_at_input_resolution(pipe, scene):
+    result, state = pipe.segment(scene, "the red block")
+    assert result.masks.shape[1:] == scene.shape[:2] and result.masks.dtype == bool
+    assert result.masks.shape[0] in (0, 1)
+    assert result.boxes.shape == (result.masks.shape[0], 4)
+    assert result.answer and not result.tracked
+    assert result.timings.generate_ms > 0 and result.timings.total_ms > 0
+    # a random model writes no box: the context queries alone made the mask, and it says so
+    assert result.parsed_box is None and "context queries alone" in result.parse_error
+    assert isinstance(state, TrackState) and state.prompt_tokens.shape == (1, 1, pipe.segmenter.prompt_dim)
+
+
+def test_track_does_not_call_the_mllm(pipe, scene, monkeypatch):
+    _, state = pipe.segment(scene, "the red block")
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("track must not run the MLLM")
+
+    monkeypatch.setattr(pipe.model.mllm, "generate", forbidden)
+    monkeypatch.setattr(pipe.model.mllm, "run_language_model", forbidden)
+    moved = np.roll(scene, 5, axis=1)
+    result, state2 = pipe.track(moved, state)
+    assert result.tracked and result.masks.shape[1:] == scene.shape[:2]
+    assert result.timings.generate_ms == 0 and result.timings.encoder_ms > 0
+    assert state2.frames_tracked == 1
+    again, _ = pipe.track(moved, state2)  # same frame: embedding comes from the cache
+    assert again.timings.encoder_ms == 0
+
+
+def test_track_on_reasoned_frame_matches_segment_without_box(tiny_model, scene):
+    pipe = Pipeline(tiny_model, config=PipelineConfig(max_new_tokens=6, track_with_previous_box=False))
+    first, state = pipe.segment(scene, "the red block")
+    tracked, _ = pipe.track(scene, state)
+    np.testing.assert_array_equal(first.masks, tracked.masks)
+
+
+def test_overlapped_encoder_gives_the_same_result(tiny_model, scene):
+    serial = Pipeline(tiny_model, config=PipelineConfig(max_new_tokens=6, overlap_encoder=False))
+    overlapped = Pipeline(tiny_model, config=PipelineConfig(max_new_tokens=6, overlap_encoder=True))
+    a, _ = serial.segment(scene, "the red block")
+    b, _ = overlapped.segment(scene, "the red block")
+    np.testing.assert_array_equal(a.masks, b.masks)
+    assert a.answer == b.answer
+
+
+@pytest.mark.parametrize(
+    "image, instruction, message",
+    [
+        (np.zeros((60, 80), np.uint8), "cup", "HxWx3"),
+        (np.zeros((60, 80, 3), np.float32), "cup", "uint8"),
+        (np.zeros((2, 80, 3), np.uint8), "cup", "too small"),
+        (np.zeros((60, 80, 3), np.uint8), "   ", "empty"),
+        (np.zeros((60, 80, 3), np.uint8), "x" * 5000, "limit"),
+    ],
+)
+def test_bad_input_is_a_clear_error(pipe, image, instruction, message):
+    with pytest.raises(BadInputError, match=message):
+        pipe.segment(image, instruction)
+
+
+def test_track_needs_a_state(pipe, scene):
+    with pytest.raises(BadInputError):
+        pipe.track(scene, None)  # type: ignore[arg-type]
+
+
+def test_missing_model_is_a_model_file_error(tmp_path):
+    with pytest.raises(ModelFileError, match="nowhere"):
+        Pipeline.from_pretrained(str(tmp_path / "nowhere"))
+    with pytest.raises(ModelFileError, match="unknown model preset"):
+        Pipeline.from_pretrained("no-such-preset")
+    with pytest.raises(ModelFileError, match="model_dir"):
+        Pipeline.from_pretrained("lens-3b-sam2-l")
+
+
+@pytest.mark.parametrize("bundle", ["tiny_bundle", "tiny_sam2_bundle"])
+def test_onnx_segmenter_matches_torch(bundle, request, scene, tmp_path):
+    from lens_ros.model.bundle import load_bundle
+    from lens_ros.model.onnx_backend import OnnxSegmenter
+
+    seg = load_bundle(request.getfixturevalue(bundle)).segmenter
+    onnx = OnnxSegmenter.from_segmenter(seg, tmp_path / "onnx")
+    ref_emb, emb = seg.encode(scene), onnx.encode(scene)
+    for key in ref_emb.features:
+        torch.testing.assert_close(emb.features[key], ref_emb.features[key], atol=1e-4, rtol=1e-4)
+    tokens = torch.randn(1, 1, seg.prompt_dim)
+    box = torch.tensor([[10.0, 12.0, 50.0, 40.0]])
+    for kwargs in ({"prompt_tokens": tokens}, {"prompt_tokens": tokens, "boxes": box}):
+        ref, out = seg.decode(ref_emb, **kwargs), onnx.decode(emb, **kwargs)
+        torch.testing.assert_close(out.mask_logits, ref.mask_logits, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(out.iou_scores, ref.iou_scores, atol=1e-4, rtol=1e-4)
+
+
+def test_pipeline_with_onnx_backend(tiny_model, scene, tmp_path):
+    torch_pipe = Pipeline(tiny_model, config=PipelineConfig(max_new_tokens=6))
+    onnx_pipe = Pipeline(tiny_model, segmenter_backend="onnx", onnx_dir=tmp_path / "onnx",
+                         config=PipelineConfig(max_new_tokens=6))
+    a, _ = torch_pipe.segment(scene, "the red block")
+    b, _ = onnx_pipe.segment(scene, "the red block")
+    assert (a.masks != b.masks).mean() < 1e-3
