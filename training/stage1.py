@@ -104,7 +104,6 @@ def train_stage1(
     The final LensModel is exported as a bundle to <out_dir>/final (loadable by the node).
     """
     device, dist_ctx = setup_process(cfg)
-    seed_everything(cfg.seed)
     if model is None:
         model = load_lens_model(cfg.model, cfg.seed)
     if cfg.init_from:
@@ -114,6 +113,7 @@ def train_stage1(
 
         dataset = build_dataset(cfg.data)
     objective = Stage1Objective(model, cfg.cot, cfg.bce_weight, cfg.dice_weight)
+    seed_everything(cfg.seed)  # after the model: the run's randomness does not depend on how it was built
     if dist_ctx.is_main:
         trainable, total = count_parameters(model)
         print(f"stage1: training {trainable:,} of {total:,} parameters on {len(dataset):,} samples")

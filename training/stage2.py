@@ -197,7 +197,6 @@ def train_stage2(
     """Run stage 2. ``model`` defaults to ``cfg.model`` + ``cfg.init_from`` (the stage-1
     result), ``dataset`` to ``cfg.data``, ``engine`` to ``cfg.rollout_engine`` ("hf")."""
     device, dist_ctx = setup_process(cfg)
-    seed_everything(cfg.seed)
     if model is None:
         model = load_lens_model(cfg.model, cfg.seed)
     if cfg.init_from:
@@ -210,6 +209,7 @@ def train_stage2(
     if engine is None and cfg.rollout_engine != "hf":
         engine = build_engine(cfg.rollout_engine, mllm=model.mllm)
     objective = Stage2Objective(model, cfg, engine)
+    seed_everything(cfg.seed)  # after the model: the run's randomness does not depend on how it was built
     if dist_ctx.is_main:
         trainable, total = count_parameters(model)
         print(f"stage2: training {trainable:,} of {total:,} parameters on {len(dataset):,} prompts, G={cfg.group_size}")
