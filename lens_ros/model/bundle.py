@@ -119,7 +119,8 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu", dtype: tor
         raise ModelFileError(f"{weights}: corrupt or unreadable safetensors ({type(exc).__name__}: {exc})") from exc
     _load_checked(model, state, weights)
     model.eval()
-    return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
+    model.to(device)
+    return model.cast(dtype) if dtype is not None else model
 
 
 def _load_checked(model: LensModel, state: dict[str, torch.Tensor], source: Path) -> None:

@@ -169,15 +169,24 @@ class LensModel(nn.Module):
         return ids_x, mm_x, mask_x
 
     def prompt_tokens(self, query_hidden: torch.Tensor) -> torch.Tensor:
-        """(B, Q, C) -> (B, 1, D) in the segmenter's dtype."""
+        """(B, Q, C) -> (B, 1, D) in the segmenter decoder's dtype."""
         ctx_dtype = self.context.learnable_query.dtype
         tokens = self.context(query_hidden.to(ctx_dtype))
-        return tokens.to(next(self.segmenter.parameters()).dtype)
+        return tokens.to(self.segmenter.decoder_dtype)
+
+    def cast(self, dtype: torch.dtype) -> LensModel:
+        """Inference precision: MLLM, context module and segmenter image encoder in ``dtype``;
+        the segmenter's prompt encoder and mask decoder stay float32 (their coordinate
+        encodings are float32 and they are cheap)."""
+        self.mllm.to(dtype)
+        self.context.to(dtype)
+        self.segmenter.cast(dtype)
+        return self
 
     def encode_images(self, inputs: LensInputs) -> list[ImageEmbedding]:
         """Segmenter image embeddings; without gradients when the encoder is frozen."""
         enc = self.segmenter_encoder_params()
-        images = inputs.seg_images.to(device=enc[0].device, dtype=enc[0].dtype)
+        images = inputs.seg_images.to(device=enc[0].device)
         with torch.set_grad_enabled(torch.is_grad_enabled() and any(p.requires_grad for p in enc)):
             return self.segmenter.encode_batch(images, inputs.original_sizes, inputs.seg_input_sizes)
 

@@ -114,4 +114,4 @@ def load_lens_release(path: str | Path, *, dtype: torch.dtype = torch.float32, d
     load_into(model.context, context_state, source=path)
     load_into(model.segmenter.sam, sam_state, source=path)
     model.eval()
-    return model.to(device=device, dtype=dtype)
+    return model.to(device).cast(dtype)

@@ -95,15 +95,15 @@ def export_segmenter(segmenter: Segmenter, out_dir: str | Path, export_encoder: 
         dynamic.update(low_res_logits={0: "batch"}, iou={0: "batch"})
     # the tracer warns about shape asserts and python branches inside SAM; the graphs are
     # checked against torch by the parity tests instead
-    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-    warnings.filterwarnings("ignore", message=".*advanced indexing.*")
-    torch.onnx.export(_DecoderGraph(seg), args, str(out / DECODER_FILE), input_names=names,
-                      output_names=["low_res_logits", "iou"], dynamic_axes=dynamic, opset_version=OPSET,
-                      dynamo=False)
-    has_encoder = export_encoder and seg.kind == "sam"
-    if has_encoder:
-        torch.onnx.export(_EncoderGraph(seg), (image,), str(out / ENCODER_FILE), input_names=["image"],
-                          output_names=["image_embed"], opset_version=OPSET, dynamo=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_DecoderGraph(seg), args, str(out / DECODER_FILE), input_names=names,
+                          output_names=["low_res_logits", "iou"], dynamic_axes=dynamic, opset_version=OPSET,
+                          dynamo=False)
+        has_encoder = export_encoder and seg.kind == "sam"
+        if has_encoder:
+            torch.onnx.export(_EncoderGraph(seg), (image,), str(out / ENCODER_FILE), input_names=["image"],
+                              output_names=["image_embed"], opset_version=OPSET, dynamo=False)
     meta = {"fingerprint": fingerprint(seg), "kind": seg.kind, "encoder": has_encoder, "opset": OPSET}
     (out / META_FILE).write_text(json.dumps(meta, indent=2))
     return out

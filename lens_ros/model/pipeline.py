@@ -104,7 +104,7 @@ class Pipeline:
                  config: PipelineConfig | None = None, onnx_dir: str | Path | None = None) -> None:
         self.device = torch.device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.model = model.to(self.device).cast(self.dtype).eval()
         self.config = config or PipelineConfig()
         self.segmenter = self.model.segmenter
         if segmenter_backend == "onnx":

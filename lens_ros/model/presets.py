@@ -178,4 +178,4 @@ def _load_components(preset: Preset, model_dir: Path | None, device, dtype: torc
     state = {k.removeprefix("context."): v for k, v in state.items()}
     load_into(model.context, state, source=ctx_path)
     model.eval()
-    return model.to(device=device, dtype=dtype)
+    return model.to(device).cast(dtype)

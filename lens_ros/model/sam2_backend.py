@@ -125,6 +125,10 @@ class Sam2Segmenter(Segmenter):
         load_into(self.sam, state, source=path)
 
     @property
+    def prompt_encoder(self):
+        return self.sam.sam_prompt_encoder
+
+    @property
     def has_memory(self) -> bool:
         return hasattr(self.sam, "memory_encoder")
 
@@ -135,8 +139,15 @@ class Sam2Segmenter(Segmenter):
     def encode_batch(
         self, images: torch.Tensor, original_sizes: list[tuple[int, int]], input_sizes: list[tuple[int, int]]
     ) -> list[ImageEmbedding]:
-        backbone_out = self.sam.forward_image(images)
-        _, vision_feats, vision_pos, feat_sizes = self.sam._prepare_backbone_features(backbone_out)
+        # SAM2Base.forward_image, with the encoder output brought to the decoder's dtype
+        # before the decoder's high-res projections (the encoder may run in bf16/fp16)
+        backbone_out = self.sam.image_encoder(images.to(self.encoder_dtype))
+        fpn = [f.to(self.decoder_dtype) for f in backbone_out["backbone_fpn"]]
+        if self.sam.use_high_res_features_in_sam:
+            fpn[0] = self.sam.sam_mask_decoder.conv_s0(fpn[0])
+            fpn[1] = self.sam.sam_mask_decoder.conv_s1(fpn[1])
+        backbone_out = {**backbone_out, "backbone_fpn": fpn}
+        _, vision_feats, _, _ = self.sam._prepare_backbone_features(backbone_out)
         if self.sam.directly_add_no_mem_embed:
             vision_feats[-1] = vision_feats[-1] + self.sam.no_mem_embed
         batch = images.shape[0]

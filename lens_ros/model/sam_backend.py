@@ -153,6 +153,10 @@ class SamSegmenter(Segmenter):
         """Load an official-format SAM state dict (keys ``image_encoder.*`` ...)."""
         load_into(self.sam, load_state_dict_file(path), source=path)
 
+    @property
+    def prompt_encoder(self):
+        return self.sam.prompt_encoder
+
     # -- encoder --------------------------------------------------------------------------
     def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
         resized = self.transform.apply_image(image)
@@ -165,7 +169,8 @@ class SamSegmenter(Segmenter):
     def encode_batch(
         self, images: torch.Tensor, original_sizes: list[tuple[int, int]], input_sizes: list[tuple[int, int]]
     ) -> list[ImageEmbedding]:
-        feats = self.sam.image_encoder(images)  # (B, prompt_dim, S/patch, S/patch)
+        # (B, prompt_dim, S/patch, S/patch), in the decoder's dtype
+        feats = self.sam.image_encoder(images.to(self.encoder_dtype)).to(self.decoder_dtype)
         return [
             ImageEmbedding({"image_embed": feats[i : i + 1]}, tuple(o), tuple(s))
             for i, (o, s) in enumerate(zip(original_sizes, input_sizes))

@@ -96,14 +96,34 @@ class Segmenter(nn.Module, ABC):
     def encode(self, image: np.ndarray) -> ImageEmbedding:
         """(H, W, 3) uint8 RGB -> ImageEmbedding (no gradients)."""
         tensor, input_size = self.preprocess(image)
-        param = next(self.parameters())
-        tensor = tensor.to(device=param.device, dtype=param.dtype)[None]
+        tensor = tensor.to(device=self.device, dtype=self.encoder_dtype)[None]
         with torch.no_grad():
             return self.encode_batch(tensor, [image.shape[:2]], [input_size])[0]
 
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    @property
+    def encoder_dtype(self) -> torch.dtype:
+        """dtype of the image encoder (may be bf16/fp16 while the rest stays float32)."""
+        return next(self.sam.image_encoder.parameters()).dtype
+
+    @property
+    def decoder_dtype(self) -> torch.dtype:
+        """dtype of the prompt encoder / mask decoder (and of the embeddings they take)."""
+        return self.prompt_encoder.no_mask_embed.weight.dtype
+
+    @property
+    def prompt_encoder(self) -> nn.Module:
+        raise NotImplementedError
+
+    def cast(self, encoder_dtype: torch.dtype) -> Segmenter:
+        """Image encoder in ``encoder_dtype`` (the heavy part); prompt encoder and mask
+        decoder in float32, whose positional encodings mix float32 coordinates."""
+        self.float()
+        self.sam.image_encoder.to(encoder_dtype)
+        return self
 
 
 def check_prompts(prompt_tokens: torch.Tensor | None, boxes: torch.Tensor | None, prompt_dim: int) -> int:

@@ -114,3 +114,16 @@ def test_pipeline_with_onnx_backend(tiny_model, scene, tmp_path):
     a, _ = torch_pipe.segment(scene, "the red block")
     b, _ = onnx_pipe.segment(scene, "the red block")
     assert (a.masks != b.masks).mean() < 1e-3
+
+
+@pytest.mark.parametrize("bundle", ["tiny_bundle", "tiny_sam2_bundle"])
+def test_bfloat16_pipeline_runs_with_float32_decoder(bundle, request, scene):
+    """The GPU precision setup, checked on the CPU: bf16 MLLM/encoder, float32 decoder."""
+    pipe = Pipeline.from_pretrained(request.getfixturevalue(bundle), dtype="bfloat16",
+                                    config=PipelineConfig(max_new_tokens=4, use_box_prompt=True))
+    assert pipe.model.mllm.dtype == torch.bfloat16
+    assert pipe.segmenter.encoder_dtype == torch.bfloat16 and pipe.segmenter.decoder_dtype == torch.float32
+    result, state = pipe.segment(scene, "the red block")
+    assert result.masks.shape[1:] == scene.shape[:2]
+    tracked, _ = pipe.track(scene, state)
+    assert tracked.masks.shape[1:] == scene.shape[:2]
