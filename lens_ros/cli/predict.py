@@ -62,9 +62,8 @@ def result_json(result: SegmentationResult, args: argparse.Namespace, image: np.
         "image_size": {"height": int(image.shape[0]), "width": int(image.shape[1])},
         "instruction": args.instruction,
         "objects": [
-            {"label": label, "score": float(score), "box_xyxy": [float(v) for v in box],
-             "mask_pixels": int(mask.sum())}
-            for label, score, box, mask in zip(result.labels, result.scores, result.boxes, result.masks)
+            {"label": label, "score": float(score), "box_xyxy": [float(v) for v in box], "mask_pixels": int(mask.sum())}
+            for label, score, box, mask in zip(result.labels, result.scores, result.boxes, result.masks, strict=True)
         ],
         "empty": bool(result.empty),
         "rationale": result.rationale,
@@ -104,9 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         image = read_rgb(args.image)
         config = PipelineConfig(max_new_tokens=args.max_new_tokens, cot=args.cot, use_box_prompt=args.box_prompt)
-        pipe = Pipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype,
-                                        segmenter_backend=args.segmenter_backend, model_dir=args.model_dir,
-                                        config=config)
+        pipe = Pipeline.from_pretrained(
+            args.model,
+            device=args.device,
+            dtype=args.dtype,
+            segmenter_backend=args.segmenter_backend,
+            model_dir=args.model_dir,
+            config=config,
+        )
         result, _ = pipe.segment(image, args.instruction)
     except BadInputError as exc:
         print(f"lens-predict: bad input: {exc}", file=sys.stderr)

@@ -37,8 +37,9 @@ def is_bundle(path: str | Path) -> bool:
         return False
 
 
-def save_bundle(out_dir: str | Path, model: LensModel, tokenizer=None, config: LensConfig | None = None,
-                extra: dict | None = None) -> Path:
+def save_bundle(
+    out_dir: str | Path, model: LensModel, tokenizer=None, config: LensConfig | None = None, extra: dict | None = None
+) -> Path:
     """Write ``model`` (+ its tokenizer and config) as a bundle; returns the directory.
 
     ``extra``: JSON-serialisable metadata stored next to the config (e.g. training step,
@@ -74,7 +75,9 @@ def read_bundle_config(path: str | Path) -> tuple[LensConfig, dict]:
     if not isinstance(raw, dict) or raw.get("format") != BUNDLE_FORMAT:
         raise ModelFileError(f"{cfg_path}: not a lens_ros bundle config (format != {BUNDLE_FORMAT!r})")
     if int(raw.get("version", 0)) > BUNDLE_VERSION:
-        raise ModelFileError(f"{cfg_path}: bundle version {raw.get('version')} is newer than supported {BUNDLE_VERSION}")
+        raise ModelFileError(
+            f"{cfg_path}: bundle version {raw.get('version')} is newer than supported {BUNDLE_VERSION}"
+        )
     try:
         return LensConfig.from_dict(raw["lens"]), raw
     except Exception as exc:
@@ -126,12 +129,15 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu", dtype: tor
 def _load_checked(model: LensModel, state: dict[str, torch.Tensor], source: Path) -> None:
     """Load a state dict saved by ``save_model`` (shared tensors stored once) strictly."""
     own = model.state_dict()
-    bad = [f"{k}: file {tuple(v.shape)} vs config {tuple(own[k].shape)}"
-           for k, v in state.items() if k in own and v.shape != own[k].shape]
+    bad = [
+        f"{k}: file {tuple(v.shape)} vs config {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and v.shape != own[k].shape
+    ]
     unexpected = [k for k in state if k not in own]
     if bad or unexpected:
         raise ModelFileError(f"{source}: weights do not match config.json: {(bad + unexpected)[:5]}")
-    missing, _ = model.load_state_dict(state, strict=False)
+    missing, _ = model.load_state_dict(state, strict=True)
     # Tied parameters are stored once; a key is only really missing if its storage is unset.
     shared = _shared_aliases(model)
     really_missing = [k for k in missing if not (shared.get(k, set()) & state.keys())]

@@ -34,9 +34,7 @@ class ContextModuleConfig:
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.connector_heads:
-            raise ValueError(
-                f"connector_heads={self.connector_heads} must divide hidden_size={self.hidden_size}"
-            )
+            raise ValueError(f"connector_heads={self.connector_heads} must divide hidden_size={self.hidden_size}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -105,8 +105,9 @@ class LensOutput:
 class LensModel(nn.Module):
     """The LENS model. Submodules: ``mllm.model`` (Qwen2.5-VL), ``context``, ``segmenter``."""
 
-    def __init__(self, config: LensConfig, tokenizer, qwen_model: nn.Module | None = None,
-                 segmenter: Segmenter | None = None) -> None:
+    def __init__(
+        self, config: LensConfig, tokenizer, qwen_model: nn.Module | None = None, segmenter: Segmenter | None = None
+    ) -> None:
         super().__init__()
         from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
@@ -115,12 +116,11 @@ class LensModel(nn.Module):
             qwen_model = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**config.qwen))
         self.mllm = MLLM(qwen_model, tokenizer, config.image, config.system_prompt, config.cot)
         if config.context.hidden_size != self.mllm.hidden_size:
-            raise ValueError(
-                f"context hidden_size {config.context.hidden_size} != MLLM hidden {self.mllm.hidden_size}"
-            )
+            raise ValueError(f"context hidden_size {config.context.hidden_size} != MLLM hidden {self.mllm.hidden_size}")
         self.context = ContextModule(config.context)
-        self.segmenter = segmenter if segmenter is not None else build_segmenter(
-            config.segmenter_kind, config.segmenter)
+        self.segmenter = (
+            segmenter if segmenter is not None else build_segmenter(config.segmenter_kind, config.segmenter)
+        )
         if self.segmenter.prompt_dim != config.context.out_dim:
             raise ValueError(
                 f"context out_dim {config.context.out_dim} != segmenter prompt width {self.segmenter.prompt_dim}"
@@ -142,12 +142,16 @@ class LensModel(nn.Module):
             return self.mllm.encode_text(text)
         return list(completion)
 
-    def prepare(self, images: list[np.ndarray], expressions: list[str],
-                completions: list[str] | list[list[int]] | None = None,
-                cot: bool | None = None) -> LensInputs:
+    def prepare(
+        self,
+        images: list[np.ndarray],
+        expressions: list[str],
+        completions: list[str] | list[list[int]] | None = None,
+        cot: bool | None = None,
+    ) -> LensInputs:
         """Pack images, render prompts and tokenize: -> LensInputs on the CPU."""
         packed = [self.mllm.pack(im) for im in images]
-        prompt_ids = [self.mllm.prompt_ids(e, p, cot) for e, p in zip(expressions, packed)]
+        prompt_ids = [self.mllm.prompt_ids(e, p, cot) for e, p in zip(expressions, packed, strict=True)]
         comp = None if completions is None else [self.completion_ids(c) for c in completions]
         mllm_inputs = self.mllm.collate(prompt_ids, packed, comp)
         seg = [self.segmenter.preprocess(im) for im in images]
@@ -195,8 +199,9 @@ class LensModel(nn.Module):
         encoder = sam.image_encoder
         return list(encoder.parameters())
 
-    def decode_masks(self, embeddings: list[ImageEmbedding], prompt_tokens: torch.Tensor,
-                     boxes: torch.Tensor | None = None):
+    def decode_masks(
+        self, embeddings: list[ImageEmbedding], prompt_tokens: torch.Tensor, boxes: torch.Tensor | None = None
+    ):
         """Per-row decode: -> (low-res (B, 1, h, w), list of (1, H, W), iou (B, 1))."""
         low, full, ious = [], [], []
         for i, emb in enumerate(embeddings):
@@ -208,8 +213,9 @@ class LensModel(nn.Module):
         return torch.cat(low), full, torch.cat(ious)
 
     # -- training forward -----------------------------------------------------------------
-    def forward(self, inputs: LensInputs, compute_logprobs: bool = True,
-                embeddings: list[ImageEmbedding] | None = None) -> LensOutput:
+    def forward(
+        self, inputs: LensInputs, compute_logprobs: bool = True, embeddings: list[ImageEmbedding] | None = None
+    ) -> LensOutput:
         """Teacher-forced (or given sampled completions) pass: queries after each sequence.
 
         ``embeddings``: precomputed segmenter embeddings (e.g. cached across GRPO group rows).
@@ -244,27 +250,47 @@ class LensModel(nn.Module):
         seq = gen.sequences
         b = seq.shape[0]
         q = self.num_queries
-        mm = torch.cat([inputs.mm_token_type_ids,
-                        torch.zeros((b, seq.shape[1] - inputs.input_ids.shape[1]),
-                                    dtype=inputs.mm_token_type_ids.dtype, device=seq.device)], 1)
+        mm = torch.cat(
+            [
+                inputs.mm_token_type_ids,
+                torch.zeros(
+                    (b, seq.shape[1] - inputs.input_ids.shape[1]),
+                    dtype=inputs.mm_token_type_ids.dtype,
+                    device=seq.device,
+                ),
+            ],
+            1,
+        )
         ids_x, mm_x, mask_x = self._extended(seq, mm, gen.attention_mask.to(seq.device), q)
         pos = self.mllm.position_ids(ids_x, mm_x, inputs.image_grid_thw, mask_x)
         emb_layer = self.mllm.model.model.get_input_embeddings()
         last = emb_layer(seq[:, -1:])
         new = torch.cat([last, self.context.queries(b).to(last.dtype)], 1)
-        hidden, _ = self.mllm.run_language_model(new, pos[:, :, -(q + 1):], mask_x, cache=gen.cache, use_cache=True)
+        hidden, _ = self.mllm.run_language_model(new, pos[:, :, -(q + 1) :], mask_x, cache=gen.cache, use_cache=True)
         return hidden[:, 1:]
 
     @torch.no_grad()
-    def query_hidden_full(self, sequences: torch.Tensor, attention_mask: torch.Tensor,
-                          inputs: MLLMInputs) -> torch.Tensor:
+    def query_hidden_full(
+        self, sequences: torch.Tensor, attention_mask: torch.Tensor, inputs: MLLMInputs
+    ) -> torch.Tensor:
         """(B, Q, C) query hidden states by re-running the whole sequence (no cache)."""
         b, total = sequences.shape
         extra = total - inputs.input_ids.shape[1]
-        mm = torch.cat([inputs.mm_token_type_ids,
-                        torch.zeros((b, extra), dtype=inputs.mm_token_type_ids.dtype, device=sequences.device)], 1)
-        full = MLLMInputs(sequences, attention_mask, mm, torch.zeros_like(sequences, dtype=torch.bool),
-                          inputs.pixel_values, inputs.image_grid_thw).to(self.mllm.device, self.mllm.dtype)
+        mm = torch.cat(
+            [
+                inputs.mm_token_type_ids,
+                torch.zeros((b, extra), dtype=inputs.mm_token_type_ids.dtype, device=sequences.device),
+            ],
+            1,
+        )
+        full = MLLMInputs(
+            sequences,
+            attention_mask,
+            mm,
+            torch.zeros_like(sequences, dtype=torch.bool),
+            inputs.pixel_values,
+            inputs.image_grid_thw,
+        ).to(self.mllm.device, self.mllm.dtype)
         embeds = self.mllm.embed(full)
         q = self.num_queries
         ids_x, mm_x, mask_x = self._extended(full.input_ids, full.mm_token_type_ids, full.attention_mask, q)

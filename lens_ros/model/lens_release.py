@@ -74,10 +74,16 @@ def read_prefixed(files: list[Path], prefixes: tuple[str, ...]) -> dict[str, tor
     return out
 
 
-def load_lens_release(path: str | Path, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
-                      sam2_config: str = SAM2_CONFIGS["hiera_l"], sam2_overrides: tuple[str, ...] = (),
-                      cot: bool = False,
-                      max_new_tokens: int = 256) -> LensModel:
+def load_lens_release(
+    path: str | Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    sam2_config: str = SAM2_CONFIGS["hiera_l"],
+    sam2_overrides: tuple[str, ...] = (),
+    cot: bool = False,
+    max_new_tokens: int = 256,
+) -> LensModel:
     """A LensModel with the published weights of a LENS release directory.
 
     ``sam2_config`` (+ hydra ``sam2_overrides``): the SAM 2 the release was trained with
@@ -98,15 +104,19 @@ def load_lens_release(path: str | Path, *, dtype: torch.dtype = torch.float32, d
     image.coord_channels = int(qwen.config.vision_config.in_channels) == 5
     segmenter = Sam2Segmenter(Sam2Config(sam2_config, tuple(sam2_overrides)))
     config = LensConfig(
-        qwen=qwen.config.to_dict(), image=image,
+        qwen=qwen.config.to_dict(),
+        image=image,
         context=ContextModuleConfig(hidden_size=hidden, num_queries=num_queries, out_dim=segmenter.prompt_dim),
-        segmenter_kind="sam2", segmenter=segmenter.config.to_dict(),
-        system_prompt=prompts.LENS_RELEASE_SYSTEM_PROMPT, cot=cot, max_new_tokens=max_new_tokens,
+        segmenter_kind="sam2",
+        segmenter=segmenter.config.to_dict(),
+        system_prompt=prompts.LENS_RELEASE_SYSTEM_PROMPT,
+        cot=cot,
+        max_new_tokens=max_new_tokens,
     )
     model = LensModel(config, tokenizer, qwen_model=qwen, segmenter=segmenter)
     heads = read_prefixed(files, CONTEXT_PREFIXES + (SAM_PREFIX,))
     context_state = {k: v for k, v in heads.items() if k.startswith(CONTEXT_PREFIXES)}
-    sam_state = {k[len(SAM_PREFIX):]: v for k, v in heads.items() if k.startswith(SAM_PREFIX)}
+    sam_state = {k[len(SAM_PREFIX) :]: v for k, v in heads.items() if k.startswith(SAM_PREFIX)}
     if not context_state:
         raise ModelFileError(f"{path}: no context-module weights (learnable_query, connector.*, ...) in the shards")
     if not sam_state:

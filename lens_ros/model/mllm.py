@@ -99,8 +99,11 @@ class MLLMInputs:
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> MLLMInputs:
         return MLLMInputs(
-            self.input_ids.to(device), self.attention_mask.to(device), self.mm_token_type_ids.to(device),
-            self.completion_mask.to(device), self.pixel_values.to(device=device, dtype=dtype or torch.float32),
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.mm_token_type_ids.to(device),
+            self.completion_mask.to(device),
+            self.pixel_values.to(device=device, dtype=dtype or torch.float32),
             self.image_grid_thw.to(device),
         )
 
@@ -127,8 +130,14 @@ class Generation:
 class MLLM(nn.Module):
     """Qwen2.5-VL + tokenizer with LENS's prompts; the weights live in ``self.model``."""
 
-    def __init__(self, model: nn.Module, tokenizer, image_config: ImageConfig,
-                 system_prompt: str = prompts.SYSTEM_PROMPT, cot: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer,
+        image_config: ImageConfig,
+        system_prompt: str = prompts.SYSTEM_PROMPT,
+        cot: bool = False,
+    ) -> None:
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
@@ -187,8 +196,13 @@ class MLLM(nn.Module):
         """(H, W, 3) uint8 RGB -> PackedImage (see ``vision_input.pack_image``)."""
         c = self.image_config
         pv, thw, hw = vision_input.pack_image(
-            image, patch_size=c.patch_size, merge_size=c.merge_size, temporal_patch_size=c.temporal_patch_size,
-            coord_channels=c.coord_channels, min_pixels=c.min_pixels, max_pixels=c.max_pixels,
+            image,
+            patch_size=c.patch_size,
+            merge_size=c.merge_size,
+            temporal_patch_size=c.temporal_patch_size,
+            coord_channels=c.coord_channels,
+            min_pixels=c.min_pixels,
+            max_pixels=c.max_pixels,
         )
         return PackedImage(pv, thw, hw, vision_input.num_image_tokens(thw, c.merge_size))
 
@@ -198,24 +212,28 @@ class MLLM(nn.Module):
         text = prompts.render_chat(question, num_image_tokens=image.num_tokens, system=self.system_prompt)
         return self.encode_text(text)
 
-    def collate(self, prompt_ids: list[list[int]], images: list[PackedImage],
-                completion_ids: list[list[int]] | None = None) -> MLLMInputs:
+    def collate(
+        self, prompt_ids: list[list[int]], images: list[PackedImage], completion_ids: list[list[int]] | None = None
+    ) -> MLLMInputs:
         """Left-pad prompt (+ completion) rows into one batch."""
         completion_ids = completion_ids or [[] for _ in prompt_ids]
-        rows = [p + c for p, c in zip(prompt_ids, completion_ids)]
+        rows = [p + c for p, c in zip(prompt_ids, completion_ids, strict=True)]
         length = max(len(r) for r in rows)
         b = len(rows)
         ids = torch.full((b, length), self.pad_id, dtype=torch.long)
         mask = torch.zeros((b, length), dtype=torch.long)
         comp = torch.zeros((b, length), dtype=torch.bool)
-        for i, (row, c) in enumerate(zip(rows, completion_ids)):
-            ids[i, length - len(row):] = torch.tensor(row, dtype=torch.long)
-            mask[i, length - len(row):] = 1
+        for i, (row, c) in enumerate(zip(rows, completion_ids, strict=True)):
+            ids[i, length - len(row) :] = torch.tensor(row, dtype=torch.long)
+            mask[i, length - len(row) :] = 1
             if c:
-                comp[i, length - len(c):] = True
+                comp[i, length - len(c) :] = True
         mm = (ids == self.image_token_id).to(torch.int32) * mask.to(torch.int32)
         return MLLMInputs(
-            ids, mask, mm, comp,
+            ids,
+            mask,
+            mm,
+            comp,
             torch.cat([im.pixel_values for im in images], dim=0),
             torch.cat([im.image_grid_thw for im in images], dim=0),
         )
@@ -227,7 +245,8 @@ class MLLM(nn.Module):
         embeds = core.get_input_embeddings()(inputs.input_ids)
         feats = core.get_image_features(
             inputs.pixel_values.to(self.model.visual.dtype if hasattr(self.model, "visual") else embeds.dtype),
-            inputs.image_grid_thw, return_dict=True,
+            inputs.image_grid_thw,
+            return_dict=True,
         ).pooler_output
         feats = torch.cat(list(feats), dim=0).to(embeds.dtype)
         image_mask = (inputs.input_ids == self.image_token_id) & inputs.attention_mask.bool()
@@ -235,26 +254,43 @@ class MLLM(nn.Module):
             raise ValueError(f"{int(image_mask.sum())} image tokens for {feats.shape[0]} image features")
         return embeds.masked_scatter(image_mask.unsqueeze(-1), feats)
 
-    def position_ids(self, input_ids: torch.Tensor, mm_token_type_ids: torch.Tensor,
-                     image_grid_thw: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def position_ids(
+        self,
+        input_ids: torch.Tensor,
+        mm_token_type_ids: torch.Tensor,
+        image_grid_thw: torch.Tensor,
+        attention_mask: torch.Tensor,
+    ) -> torch.Tensor:
         """(3, B, L) multimodal rotary positions; padded positions get arbitrary values."""
         pos, _ = self.model.model.get_rope_index(
-            input_ids, mm_token_type_ids=mm_token_type_ids, image_grid_thw=image_grid_thw,
+            input_ids,
+            mm_token_type_ids=mm_token_type_ids,
+            image_grid_thw=image_grid_thw,
             attention_mask=attention_mask,
         )
         return pos
 
-    def run_language_model(self, inputs_embeds: torch.Tensor, position_ids: torch.Tensor,
-                           attention_mask: torch.Tensor, cache=None, use_cache: bool = False):
+    def run_language_model(
+        self,
+        inputs_embeds: torch.Tensor,
+        position_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        cache=None,
+        use_cache: bool = False,
+    ):
         """Decoder layers only -> (last hidden (B, L, C), cache)."""
         out = self.model.model.language_model(
-            inputs_embeds=inputs_embeds, position_ids=position_ids, attention_mask=attention_mask,
-            cache=cache, use_cache=use_cache,
+            inputs_embeds=inputs_embeds,
+            position_ids=position_ids,
+            attention_mask=attention_mask,
+            cache=cache,
+            use_cache=use_cache,
         )
         return out.last_hidden_state, getattr(out, "cache", None) or getattr(out, "past_key_values", None)
 
-    def token_logprobs(self, hidden: torch.Tensor, input_ids: torch.Tensor,
-                       completion_mask: torch.Tensor) -> torch.Tensor:
+    def token_logprobs(
+        self, hidden: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor
+    ) -> torch.Tensor:
         """(B, L) log p(input_ids[t] | <t) on completion tokens, 0 elsewhere.
 
         The LM head runs only on the positions predicting completion tokens (memory: the
@@ -281,11 +317,17 @@ class MLLM(nn.Module):
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         out = self.model.generate(
-            input_ids=inputs.input_ids, attention_mask=inputs.attention_mask,
-            pixel_values=inputs.pixel_values.to(self.dtype), image_grid_thw=inputs.image_grid_thw,
-            mm_token_type_ids=inputs.mm_token_type_ids, max_new_tokens=settings.max_new_tokens,
-            eos_token_id=self.eos_ids, pad_token_id=self.pad_id, use_cache=True,
-            return_dict_in_generate=True, **kwargs,
+            input_ids=inputs.input_ids,
+            attention_mask=inputs.attention_mask,
+            pixel_values=inputs.pixel_values.to(self.dtype),
+            image_grid_thw=inputs.image_grid_thw,
+            mm_token_type_ids=inputs.mm_token_type_ids,
+            max_new_tokens=settings.max_new_tokens,
+            eos_token_id=self.eos_ids,
+            pad_token_id=self.pad_id,
+            use_cache=True,
+            return_dict_in_generate=True,
+            **kwargs,
         )
         self.model.model.rope_deltas = None
         sequences = out.sequences
@@ -324,8 +366,9 @@ def load_tokenizer(path: str | Path):
         raise ModelFileError(f"{path}: cannot load the tokenizer ({type(exc).__name__}: {exc})") from exc
 
 
-def load_qwen(path: str | Path, dtype: torch.dtype = torch.float32, attn_implementation: str | None = None,
-              quiet: bool = False):
+def load_qwen(
+    path: str | Path, dtype: torch.dtype = torch.float32, attn_implementation: str | None = None, quiet: bool = False
+):
     """Qwen2_5_VLForConditionalGeneration from a local ``from_pretrained`` directory.
 
     ``quiet``: silence transformers' load report (e.g. for checkpoints with extra heads).
@@ -345,7 +388,8 @@ def load_qwen(path: str | Path, dtype: torch.dtype = torch.float32, attn_impleme
             hf_logging.set_verbosity_error()
         try:
             model, info = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-                str(path), output_loading_info=True, **kwargs)
+                str(path), output_loading_info=True, **kwargs
+            )
         finally:
             hf_logging.set_verbosity(level)
     except Exception as exc:

@@ -51,7 +51,9 @@ class _DecoderGraph(nn.Module):
             (sparse,) = rest
             feats = {"image_embed": image_embed}
         emb = ImageEmbedding(feats, (1, 1), (1, 1))
-        pe = self.segmenter.sam.prompt_encoder if self.segmenter.kind == "sam" else self.segmenter.sam.sam_prompt_encoder
+        pe = (
+            self.segmenter.sam.prompt_encoder if self.segmenter.kind == "sam" else self.segmenter.sam.sam_prompt_encoder
+        )
         h, w = pe.image_embedding_size
         dense = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(sparse.shape[0], -1, h, w)
         return self.segmenter.decode_low_res(emb, sparse, dense, False)
@@ -97,13 +99,27 @@ def export_segmenter(segmenter: Segmenter, out_dir: str | Path, export_encoder: 
     # checked against torch by the parity tests instead
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_DecoderGraph(seg), args, str(out / DECODER_FILE), input_names=names,
-                          output_names=["low_res_logits", "iou"], dynamic_axes=dynamic, opset_version=OPSET,
-                          dynamo=False)
+        torch.onnx.export(
+            _DecoderGraph(seg),
+            args,
+            str(out / DECODER_FILE),
+            input_names=names,
+            output_names=["low_res_logits", "iou"],
+            dynamic_axes=dynamic,
+            opset_version=OPSET,
+            dynamo=False,
+        )
         has_encoder = export_encoder and seg.kind == "sam"
         if has_encoder:
-            torch.onnx.export(_EncoderGraph(seg), (image,), str(out / ENCODER_FILE), input_names=["image"],
-                              output_names=["image_embed"], opset_version=OPSET, dynamo=False)
+            torch.onnx.export(
+                _EncoderGraph(seg),
+                (image,),
+                str(out / ENCODER_FILE),
+                input_names=["image"],
+                output_names=["image_embed"],
+                opset_version=OPSET,
+                dynamo=False,
+            )
     meta = {"fingerprint": fingerprint(seg), "kind": seg.kind, "encoder": has_encoder, "opset": OPSET}
     (out / META_FILE).write_text(json.dumps(meta, indent=2))
     return out
@@ -142,14 +158,22 @@ class OnnxSegmenter:
         opts = ort.SessionOptions()
         try:
             self.decoder = ort.InferenceSession(str(Path(onnx_dir) / DECODER_FILE), opts, providers=self.providers)
-            self.encoder = (ort.InferenceSession(str(Path(onnx_dir) / ENCODER_FILE), opts, providers=self.providers)
-                            if meta.get("encoder") else None)
+            self.encoder = (
+                ort.InferenceSession(str(Path(onnx_dir) / ENCODER_FILE), opts, providers=self.providers)
+                if meta.get("encoder")
+                else None
+            )
         except Exception as exc:
             raise ModelFileError(f"{onnx_dir}: cannot open ONNX graphs ({type(exc).__name__}: {exc})") from exc
 
     @classmethod
-    def from_segmenter(cls, segmenter: Segmenter, onnx_dir: str | Path | None = None,
-                       device: torch.device | str = "cpu", export_encoder: bool = True) -> OnnxSegmenter:
+    def from_segmenter(
+        cls,
+        segmenter: Segmenter,
+        onnx_dir: str | Path | None = None,
+        device: torch.device | str = "cpu",
+        export_encoder: bool = True,
+    ) -> OnnxSegmenter:
         """Export (unless ``onnx_dir`` already holds graphs of the same weights) and open."""
         if onnx_dir is None:
             onnx_dir = Path(tempfile.mkdtemp(prefix="lens_onnx_"))
@@ -181,8 +205,13 @@ class OnnxSegmenter:
         return ImageEmbedding({"image_embed": torch.from_numpy(embed)}, tuple(image.shape[:2]), input_size)
 
     @torch.no_grad()
-    def decode(self, embedding: ImageEmbedding, prompt_tokens: torch.Tensor | None = None,
-               boxes: torch.Tensor | None = None, multimask_output: bool = False) -> DecodeOutput:
+    def decode(
+        self,
+        embedding: ImageEmbedding,
+        prompt_tokens: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+        multimask_output: bool = False,
+    ) -> DecodeOutput:
         if multimask_output:
             raise ValueError("the exported decoder gives single-mask output only")
         seg = self.torch_segmenter
@@ -196,9 +225,18 @@ class OnnxSegmenter:
         if self.kind == "sam":
             low, iou = self.decoder.run(None, {"image_embed": feats["image_embed"], "sparse_prompt": sparse})
         else:  # graph traced for one prompt set
-            outs = [self.decoder.run(None, {"image_embed": feats["image_embed"], "high_res_0": feats["high_res_0"],
-                                            "high_res_1": feats["high_res_1"], "sparse_prompt": sparse[i : i + 1]})
-                    for i in range(batch)]
+            outs = [
+                self.decoder.run(
+                    None,
+                    {
+                        "image_embed": feats["image_embed"],
+                        "high_res_0": feats["high_res_0"],
+                        "high_res_1": feats["high_res_1"],
+                        "sparse_prompt": sparse[i : i + 1],
+                    },
+                )
+                for i in range(batch)
+            ]
             low = np.concatenate([o[0] for o in outs])
             iou = np.concatenate([o[1] for o in outs])
         low_t = torch.from_numpy(low)

@@ -99,9 +99,15 @@ def mask_box(mask: np.ndarray) -> np.ndarray | None:
 class Pipeline:
     """Inference around a LensModel; see the module docstring."""
 
-    def __init__(self, model: LensModel, device: str | torch.device = "cpu",
-                 dtype: str | torch.dtype | None = "float32", segmenter_backend: str = "torch",
-                 config: PipelineConfig | None = None, onnx_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        model: LensModel,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype | None = "float32",
+        segmenter_backend: str = "torch",
+        config: PipelineConfig | None = None,
+        onnx_dir: str | Path | None = None,
+    ) -> None:
         self.device = torch.device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.model = model.to(self.device).cast(self.dtype).eval()
@@ -121,14 +127,21 @@ class Pipeline:
         self._encoder_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
 
     @classmethod
-    def from_pretrained(cls, model: str | Path = DEFAULT_PRESET, device: str | torch.device = "cpu",
-                        dtype: str | torch.dtype | None = "float32", segmenter_backend: str = "torch",
-                        model_dir: str | Path | None = None, config: PipelineConfig | None = None,
-                        onnx_dir: str | Path | None = None) -> Pipeline:
+    def from_pretrained(
+        cls,
+        model: str | Path = DEFAULT_PRESET,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype | None = "float32",
+        segmenter_backend: str = "torch",
+        model_dir: str | Path | None = None,
+        config: PipelineConfig | None = None,
+        onnx_dir: str | Path | None = None,
+    ) -> Pipeline:
         """Load a preset name, bundle directory or LENS release directory (local files only)."""
         lens = load_model(model, model_dir=model_dir, device=device, dtype=dtype)
-        return cls(lens, device=device, dtype=dtype, segmenter_backend=segmenter_backend,
-                   config=config, onnx_dir=onnx_dir)
+        return cls(
+            lens, device=device, dtype=dtype, segmenter_backend=segmenter_backend, config=config, onnx_dir=onnx_dir
+        )
 
     # -- image embeddings -------------------------------------------------------------------
     def encode_image(self, image: np.ndarray) -> tuple[ImageEmbedding, float]:
@@ -226,13 +239,18 @@ class Pipeline:
             result.boxes = parsed_box[None]
         timings.total_ms = (time.perf_counter() - t_start) * 1000
         state = TrackState(
-            instruction=expression, prompt_tokens=prompt_tokens.detach(), rationale=result.rationale, answer=text,
-            last_box=result.boxes[0].copy() if result.boxes.shape[0] else None, last_hw=(h, w),
+            instruction=expression,
+            prompt_tokens=prompt_tokens.detach(),
+            rationale=result.rationale,
+            answer=text,
+            last_box=result.boxes[0].copy() if result.boxes.shape[0] else None,
+            last_hw=(h, w),
         )
         return result, state
 
-    def _decode(self, emb: ImageEmbedding, prompt_tokens: torch.Tensor, box: np.ndarray | None,
-                label: str, timings: Timings) -> SegmentationResult:
+    def _decode(
+        self, emb: ImageEmbedding, prompt_tokens: torch.Tensor, box: np.ndarray | None, label: str, timings: Timings
+    ) -> SegmentationResult:
         t0 = time.perf_counter()
         boxes = None if box is None else torch.as_tensor(box, dtype=torch.float32, device=self.device)[None]
         out = self.segmenter.decode(emb, prompt_tokens=prompt_tokens, boxes=boxes)
@@ -243,10 +261,16 @@ class Pipeline:
         mbox = mask_box(mask)
         if mbox is None:
             h, w = mask.shape
-            return SegmentationResult(masks=np.zeros((0, h, w), bool), boxes=np.zeros((0, 4), np.float32),
-                                      scores=np.zeros((0,), np.float32), labels=[], timings=timings)
-        return SegmentationResult(masks=mask[None], boxes=mbox[None], scores=np.array([score], np.float32),
-                                  labels=[label], timings=timings)
+            return SegmentationResult(
+                masks=np.zeros((0, h, w), bool),
+                boxes=np.zeros((0, 4), np.float32),
+                scores=np.zeros((0,), np.float32),
+                labels=[],
+                timings=timings,
+            )
+        return SegmentationResult(
+            masks=mask[None], boxes=mbox[None], scores=np.array([score], np.float32), labels=[label], timings=timings
+        )
 
     # -- tracking ---------------------------------------------------------------------------
     @torch.no_grad()

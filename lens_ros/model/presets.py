@@ -91,15 +91,26 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device) -
     on_cuda = torch.device(device).type == "cuda"
     if dtype in (None, "", "auto"):
         return torch.bfloat16 if on_cuda else torch.float32
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
     if dtype not in table:
         raise ValueError(f"unknown dtype {dtype!r} (use float32, bfloat16 or float16)")
     return table[dtype]
 
 
-def load_model(spec: str | Path = DEFAULT_PRESET, *, model_dir: str | Path | None = None,
-               device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None):
+def load_model(
+    spec: str | Path = DEFAULT_PRESET,
+    *,
+    model_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype | None = None,
+):
     """A LensModel (eval mode) from a preset name, bundle directory or LENS release directory."""
     from lens_ros.model.bundle import is_bundle, load_bundle
     from lens_ros.model.lens_release import is_lens_release, load_lens_release
@@ -114,8 +125,12 @@ def load_model(spec: str | Path = DEFAULT_PRESET, *, model_dir: str | Path | Non
             return load_lens_release(path, dtype=torch_dtype, device=device)
         raise ModelFileError(f"{path}: neither a lens_ros bundle nor a LENS release directory")
     preset = get_preset(str(spec))
-    torch_dtype = resolve_dtype(dtype if dtype not in (None, "", "auto") else
-                                (preset.dtype if torch.device(device).type == "cuda" else "float32"), device)
+    torch_dtype = resolve_dtype(
+        dtype
+        if dtype not in (None, "", "auto")
+        else (preset.dtype if torch.device(device).type == "cuda" else "float32"),
+        device,
+    )
     data = preset.data
     if model_dir is None and data.get("model_dir"):
         model_dir = Path(str(data["model_dir"]))
@@ -126,10 +141,14 @@ def load_model(spec: str | Path = DEFAULT_PRESET, *, model_dir: str | Path | Non
     if preset.kind == "lens_release":
         if model_dir is None:
             raise ModelFileError(f"preset {preset.name!r} needs model_dir: a released LENS checkpoint directory")
-        return load_lens_release(model_dir, dtype=torch_dtype, device=device,
-                                 sam2_config=str(data.get("sam2_config", "configs/sam2/sam2_hiera_l.yaml")),
-                                 cot=bool(data.get("cot", False)),
-                                 max_new_tokens=int(data.get("max_new_tokens", 256)))
+        return load_lens_release(
+            model_dir,
+            dtype=torch_dtype,
+            device=device,
+            sam2_config=str(data.get("sam2_config", "configs/sam2/sam2_hiera_l.yaml")),
+            cot=bool(data.get("cot", False)),
+            max_new_tokens=int(data.get("max_new_tokens", 256)),
+        )
     if preset.kind == "components":
         return _load_components(preset, model_dir, device, torch_dtype)
     raise ModelFileError(f"{preset.path}: unknown preset kind {preset.kind!r}")
@@ -160,17 +179,21 @@ def _load_components(preset: Preset, model_dir: Path | None, device, dtype: torc
     if finetuned:
         ft_path = _fill(str(finetuned), model_dir, name)
         if ft_path.is_file():  # optional: RL-tuned prompt encoder / mask decoder
-            load_into(segmenter.sam, load_state_dict_file(ft_path), source=ft_path, strict=False)
+            load_into(segmenter.sam, load_state_dict_file(ft_path), source=ft_path, strict=True)
     pre = qwen_dir / "preprocessor_config.json"
     image = ImageConfig.from_preprocessor_config(pre, data.get("max_pixels")) if pre.is_file() else ImageConfig()
     image.coord_channels = int(qwen.config.vision_config.in_channels) == 5
     hidden = int(qwen.config.text_config.hidden_size)
     config = LensConfig(
-        qwen=qwen.config.to_dict(), image=image,
-        context=ContextModuleConfig(hidden_size=hidden, num_queries=int(data.get("num_queries", 64)),
-                                    out_dim=segmenter.prompt_dim),
-        segmenter_kind=segmenter.kind, segmenter=segmenter.config.to_dict(),
-        cot=bool(data.get("cot", False)), max_new_tokens=int(data.get("max_new_tokens", 256)),
+        qwen=qwen.config.to_dict(),
+        image=image,
+        context=ContextModuleConfig(
+            hidden_size=hidden, num_queries=int(data.get("num_queries", 64)), out_dim=segmenter.prompt_dim
+        ),
+        segmenter_kind=segmenter.kind,
+        segmenter=segmenter.config.to_dict(),
+        cot=bool(data.get("cot", False)),
+        max_new_tokens=int(data.get("max_new_tokens", 256)),
     )
     model = LensModel(config, tokenizer, qwen_model=qwen, segmenter=segmenter)
     ctx_path = _fill(str(data["context_weights"]), model_dir, name)

@@ -86,9 +86,7 @@ def clean_instruction(instruction: str) -> str:
     if not isinstance(instruction, str):
         raise BadInputError(f"instruction must be a string, got {type(instruction).__name__}")
     if len(instruction) > MAX_INSTRUCTION_CHARS:
-        raise BadInputError(
-            f"instruction has {len(instruction)} characters, the limit is {MAX_INSTRUCTION_CHARS}"
-        )
+        raise BadInputError(f"instruction has {len(instruction)} characters, the limit is {MAX_INSTRUCTION_CHARS}")
     text = _SPECIAL_PATTERN.sub(" ", instruction)
     text = " ".join(text.split())
     if not text:
@@ -196,8 +194,7 @@ _BOX_PATTERNS = (
     re.compile(r"\[\s{0,8}" + _NUM + _SEP + _NUM + _SEP + _NUM + _SEP + _NUM + r"\s{0,8}\]"),
     re.compile(r"\(\s{0,8}" + _NUM + _SEP + _NUM + _SEP + _NUM + _SEP + _NUM + r"\s{0,8}\)"),
     re.compile(
-        r"\(\s{0,8}" + _NUM + _SEP + _NUM + r"\s{0,8}\)" + _SEP
-        + r"\(\s{0,8}" + _NUM + _SEP + _NUM + r"\s{0,8}\)"
+        r"\(\s{0,8}" + _NUM + _SEP + _NUM + r"\s{0,8}\)" + _SEP + r"\(\s{0,8}" + _NUM + _SEP + _NUM + r"\s{0,8}\)"
     ),
 )
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
@@ -235,7 +232,7 @@ def parse_answer(text: str) -> ParsedAnswer:
     if answer_match is not None:
         answer = answer_match.group(1).strip()
     elif think_match is not None:
-        answer = (body[: think_match.start()] + body[think_match.end():]).strip()
+        answer = (body[: think_match.start()] + body[think_match.end() :]).strip()
     else:
         answer = body.strip()
     if not answer:

@@ -152,14 +152,22 @@ class Sam2Segmenter(Segmenter):
             vision_feats[-1] = vision_feats[-1] + self.sam.no_mem_embed
         batch = images.shape[0]
         # (HW, B, C) -> (B, C, H, W), finest level first
-        feats = [f.permute(1, 2, 0).reshape(batch, -1, *hw) for f, hw in zip(vision_feats, self._feat_sizes)]
+        feats = [
+            f.permute(1, 2, 0).reshape(batch, -1, *hw) for f, hw in zip(vision_feats, self._feat_sizes, strict=True)
+        ]
         out = []
-        for i, (orig, inp) in enumerate(zip(original_sizes, input_sizes)):
-            out.append(ImageEmbedding(
-                {"image_embed": feats[-1][i : i + 1], "high_res_0": feats[0][i : i + 1],
-                 "high_res_1": feats[1][i : i + 1]},
-                tuple(orig), tuple(inp),
-            ))
+        for i, (orig, inp) in enumerate(zip(original_sizes, input_sizes, strict=True)):
+            out.append(
+                ImageEmbedding(
+                    {
+                        "image_embed": feats[-1][i : i + 1],
+                        "high_res_0": feats[0][i : i + 1],
+                        "high_res_1": feats[1][i : i + 1],
+                    },
+                    tuple(orig),
+                    tuple(inp),
+                )
+            )
         return out
 
     # -- decoder --------------------------------------------------------------------------
@@ -227,4 +235,3 @@ def check_sam2_available() -> None:
         import sam2  # noqa: F401
     except Exception as exc:  # pragma: no cover - depends on the install
         raise ModelFileError(f"the sam2 package is not usable: {exc}") from exc
-

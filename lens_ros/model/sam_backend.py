@@ -7,7 +7,7 @@ weights and box prompt ``SamSegmenter`` gives ``SamPredictor``'s masks.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -56,10 +56,12 @@ class SamConfig:
 # The official registry sizes (segment_anything.build_sam).
 SAM_REGISTRY: dict[str, SamConfig] = {
     "vit_b": SamConfig(),
-    "vit_l": SamConfig(encoder_embed_dim=1024, encoder_depth=24, encoder_num_heads=16,
-                       global_attn_indexes=(5, 11, 17, 23)),
-    "vit_h": SamConfig(encoder_embed_dim=1280, encoder_depth=32, encoder_num_heads=16,
-                       global_attn_indexes=(7, 15, 23, 31)),
+    "vit_l": SamConfig(
+        encoder_embed_dim=1024, encoder_depth=24, encoder_num_heads=16, global_attn_indexes=(5, 11, 17, 23)
+    ),
+    "vit_h": SamConfig(
+        encoder_embed_dim=1280, encoder_depth=32, encoder_num_heads=16, global_attn_indexes=(7, 15, 23, 31)
+    ),
 }
 
 
@@ -173,7 +175,7 @@ class SamSegmenter(Segmenter):
         feats = self.sam.image_encoder(images.to(self.encoder_dtype)).to(self.decoder_dtype)
         return [
             ImageEmbedding({"image_embed": feats[i : i + 1]}, tuple(o), tuple(s))
-            for i, (o, s) in enumerate(zip(original_sizes, input_sizes))
+            for i, (o, s) in enumerate(zip(original_sizes, input_sizes, strict=True))
         ]
 
     # -- decoder --------------------------------------------------------------------------

@@ -39,8 +39,15 @@ def build_word_tokenizer(extra_words: tuple[str, ...] = (), max_number: int = TI
     from transformers import PreTrainedTokenizerFast
 
     vocab: dict[str, int] = {}
-    for tok in (*prompts.SPECIAL_TOKENS, "[UNK]", *_CHAT_WORDS, *_PUNCT,
-                *(str(i) for i in range(max_number + 1)), *_WORDS, *extra_words):
+    for tok in (
+        *prompts.SPECIAL_TOKENS,
+        "[UNK]",
+        *_CHAT_WORDS,
+        *_PUNCT,
+        *(str(i) for i in range(max_number + 1)),
+        *_WORDS,
+        *extra_words,
+    ):
         vocab.setdefault(tok, len(vocab))
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     core.normalizer = normalizers.Lowercase()
@@ -60,9 +67,18 @@ def build_word_tokenizer(extra_words: tuple[str, ...] = (), max_number: int = TI
     return tok
 
 
-def tiny_qwen_config(tokenizer, *, text_hidden: int = 64, text_layers: int = 2, heads: int = 4,
-                     kv_heads: int = 2, vision_hidden: int = 32, vision_depth: int = 1,
-                     coord_channels: bool = True, patch_size: int = 8):
+def tiny_qwen_config(
+    tokenizer,
+    *,
+    text_hidden: int = 64,
+    text_layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    vision_hidden: int = 32,
+    vision_depth: int = 1,
+    coord_channels: bool = True,
+    patch_size: int = 8,
+):
     """A scaled-down Qwen2_5_VLConfig wired to ``tokenizer``'s special-token ids.
 
     Follows the measured recipe for small towers: explicit ``mrope_section`` summing to
@@ -74,24 +90,42 @@ def tiny_qwen_config(tokenizer, *, text_hidden: int = 64, text_layers: int = 2, 
     half = head_dim // 2
     t = half // 4
     mrope = [half - 2 * ((half - t) // 2), (half - t) // 2, (half - t) // 2]
-    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in (
-        ("image_token_id", prompts.IMAGE_PAD), ("video_token_id", prompts.IMAGE_PAD),
-        ("vision_start_token_id", prompts.VISION_START), ("vision_end_token_id", prompts.VISION_END))}
+    ids = {
+        name: tokenizer.convert_tokens_to_ids(tok)
+        for name, tok in (
+            ("image_token_id", prompts.IMAGE_PAD),
+            ("video_token_id", prompts.IMAGE_PAD),
+            ("vision_start_token_id", prompts.VISION_START),
+            ("vision_end_token_id", prompts.VISION_END),
+        )
+    }
     return Qwen2_5_VLConfig(
         text_config=dict(
-            vocab_size=len(tokenizer), hidden_size=text_hidden, intermediate_size=2 * text_hidden,
-            num_hidden_layers=text_layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-            max_position_embeddings=4096, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
-                                                          "mrope_section": mrope},
-            tie_word_embeddings=False, bos_token_id=ids["vision_start_token_id"],
+            vocab_size=len(tokenizer),
+            hidden_size=text_hidden,
+            intermediate_size=2 * text_hidden,
+            num_hidden_layers=text_layers,
+            num_attention_heads=heads,
+            num_key_value_heads=kv_heads,
+            max_position_embeddings=4096,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope},
+            tie_word_embeddings=False,
+            bos_token_id=ids["vision_start_token_id"],
             eos_token_id=tokenizer.convert_tokens_to_ids(prompts.IM_END),
             pad_token_id=tokenizer.pad_token_id,
         ),
         vision_config=dict(
-            depth=vision_depth, hidden_size=vision_hidden, intermediate_size=2 * vision_hidden,
-            num_heads=2, in_channels=5 if coord_channels else 3, patch_size=patch_size,
-            spatial_merge_size=2, temporal_patch_size=1, window_size=4096,
-            fullatt_block_indexes=list(range(vision_depth)), out_hidden_size=text_hidden,
+            depth=vision_depth,
+            hidden_size=vision_hidden,
+            intermediate_size=2 * vision_hidden,
+            num_heads=2,
+            in_channels=5 if coord_channels else 3,
+            patch_size=patch_size,
+            spatial_merge_size=2,
+            temporal_patch_size=1,
+            window_size=4096,
+            fullatt_block_indexes=list(range(vision_depth)),
+            out_hidden_size=text_hidden,
         ),
         **ids,
     )
@@ -104,7 +138,6 @@ def build_tiny_random_bundle(out_dir: str | Path, seed: int = 0, segmenter: str 
     Returns the bundle directory. Takes about a second on a CPU.
     """
     from lens_ros.model.bundle import save_bundle
-    from lens_ros.model.lens import LensModel
 
     model, tokenizer, config = build_tiny_random_model(seed=seed, segmenter=segmenter)
     return save_bundle(out_dir, model, tokenizer, config)
@@ -122,9 +155,18 @@ def build_tiny_random_model(seed: int = 0, segmenter: str = "sam"):
     tokenizer = build_word_tokenizer()
     qwen = tiny_qwen_config(tokenizer)
     if segmenter == "sam":
-        seg_cfg = SamConfig(image_size=128, encoder_embed_dim=32, encoder_depth=1, encoder_num_heads=2,
-                            global_attn_indexes=(0,), prompt_embed_dim=32, decoder_mlp_dim=64,
-                            decoder_num_heads=2, iou_head_hidden_dim=32, window_size=4)
+        seg_cfg = SamConfig(
+            image_size=128,
+            encoder_embed_dim=32,
+            encoder_depth=1,
+            encoder_num_heads=2,
+            global_attn_indexes=(0,),
+            prompt_embed_dim=32,
+            decoder_mlp_dim=64,
+            decoder_num_heads=2,
+            iou_head_hidden_dim=32,
+            window_size=4,
+        )
         prompt_dim = 32
     elif segmenter == "sam2":
         seg_cfg = Sam2Config(SAM2_CONFIGS["sam2.1_hiera_t"], TINY_SAM2_OVERRIDES)
@@ -133,10 +175,17 @@ def build_tiny_random_model(seed: int = 0, segmenter: str = "sam"):
         raise ValueError(f"segmenter must be 'sam' or 'sam2', got {segmenter!r}")
     config = LensConfig(
         qwen=qwen.to_dict(),
-        image=ImageConfig(patch_size=8, merge_size=2, temporal_patch_size=1, coord_channels=True,
-                          min_pixels=32 * 32, max_pixels=64 * 64),
-        context=ContextModuleConfig(hidden_size=qwen.text_config.hidden_size, num_queries=64,
-                                    out_dim=prompt_dim, connector_heads=4),
+        image=ImageConfig(
+            patch_size=8,
+            merge_size=2,
+            temporal_patch_size=1,
+            coord_channels=True,
+            min_pixels=32 * 32,
+            max_pixels=64 * 64,
+        ),
+        context=ContextModuleConfig(
+            hidden_size=qwen.text_config.hidden_size, num_queries=64, out_dim=prompt_dim, connector_heads=4
+        ),
         segmenter_kind=segmenter,
         segmenter=seg_cfg.to_dict(),
         max_new_tokens=24,

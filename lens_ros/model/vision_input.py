@@ -50,9 +50,7 @@ def smart_resize(
     if height <= 0 or width <= 0:
         raise BadInputError(f"image has no pixels ({height}x{width})")
     if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
-        raise BadInputError(
-            f"aspect ratio of a {height}x{width} image exceeds {MAX_ASPECT_RATIO}"
-        )
+        raise BadInputError(f"aspect ratio of a {height}x{width} image exceeds {MAX_ASPECT_RATIO}")
     h_bar = max(factor, round(height / factor) * factor)
     w_bar = max(factor, round(width / factor) * factor)
     if h_bar * w_bar > max_pixels:
@@ -107,9 +105,15 @@ def patchify(
     grid_h, grid_w = h // patch_size, w // patch_size
     frames = np.broadcast_to(channels[None], (temporal_patch_size, c, h, w))
     x = frames.reshape(
-        1, temporal_patch_size, c,
-        grid_h // merge_size, merge_size, patch_size,
-        grid_w // merge_size, merge_size, patch_size,
+        1,
+        temporal_patch_size,
+        c,
+        grid_h // merge_size,
+        merge_size,
+        patch_size,
+        grid_w // merge_size,
+        merge_size,
+        patch_size,
     )
     # -> (t, hb, wb, hm, wm, C, T, P, P)
     x = x.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
@@ -129,8 +133,15 @@ def unpatchify(
     """Inverse of ``patchify`` for one image: -> (C, H, W) (first temporal frame)."""
     _, grid_h, grid_w = grid_thw
     x = pixel_values.reshape(
-        1, grid_h // merge_size, grid_w // merge_size, merge_size, merge_size,
-        channels, temporal_patch_size, patch_size, patch_size,
+        1,
+        grid_h // merge_size,
+        grid_w // merge_size,
+        merge_size,
+        merge_size,
+        channels,
+        temporal_patch_size,
+        patch_size,
+        patch_size,
     )
     # back to (t, T, C, hb, hm, P, wb, wm, P)
     x = x.transpose(0, 6, 5, 1, 3, 7, 2, 4, 8)
@@ -175,9 +186,7 @@ def pack_image(
     chw = (chw - mean_a) / std_a
     if coord_channels:
         chw = np.concatenate([chw, coordinate_channels(h, w)], axis=0)
-    flat, thw = patchify(
-        chw, patch_size=patch_size, merge_size=merge_size, temporal_patch_size=temporal_patch_size
-    )
+    flat, thw = patchify(chw, patch_size=patch_size, merge_size=merge_size, temporal_patch_size=temporal_patch_size)
     return torch.from_numpy(flat), torch.tensor([thw], dtype=torch.long), (h, w)
 
 

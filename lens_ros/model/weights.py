@@ -42,8 +42,14 @@ def load_state_dict_file(path: str | Path, *, nested_key: str | None = None) -> 
     return dict(state)
 
 
-def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], *, source: str | Path,
-              strict: bool = True, ignore_missing: tuple[str, ...] = ()) -> None:
+def load_into(
+    module: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    *,
+    source: str | Path,
+    strict: bool = True,
+    ignore_missing: tuple[str, ...] = (),
+) -> None:
     """``module.load_state_dict`` with shape/key mismatches reported as ``ModelFileError``.
 
     ``ignore_missing``: key prefixes allowed to be absent (e.g. modules a checkpoint drops).
@@ -64,4 +70,4 @@ def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], *, source: s
             f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
         )
-    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=True)

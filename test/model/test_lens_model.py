@@ -15,8 +15,11 @@ def _images():
 
 def test_forward_shapes(tiny_model):
     images = _images()
-    inputs = tiny_model.prepare(images, ["red mug", "the blue cube left of the ball"],
-                                ["<think>a</think><answer>[1,2,3,4]</answer>", "[5,6,7,8]"])
+    inputs = tiny_model.prepare(
+        images,
+        ["red mug", "the blue cube left of the ball"],
+        ["<think>a</think><answer>[1,2,3,4]</answer>", "[5,6,7,8]"],
+    )
     with torch.no_grad():
         out = tiny_model(inputs)
     b, length = inputs.mllm.input_ids.shape
@@ -86,15 +89,22 @@ def test_gradients_reach_queries_connector_and_mllm(tiny_model):
     try:
         out = tiny_model(inputs)
         target = [torch.zeros_like(m) for m in out.mask_logits]
-        loss = sum(torch.nn.functional.binary_cross_entropy_with_logits(m, t) for m, t in zip(out.mask_logits, target))
+        loss = sum(
+            torch.nn.functional.binary_cross_entropy_with_logits(m, t)
+            for m, t in zip(out.mask_logits, target, strict=True)
+        )
         (loss - out.token_logprobs.sum()).backward()
     finally:
         tiny_model.eval()
     ctx = tiny_model.context
-    for name, p in [("queries", ctx.learnable_query), ("connector", ctx.connector.blocks[0].attn.qkv.weight),
-                    ("pos_embed", ctx.connector.pos_embed), ("conv_1d", ctx.conv_1d.weight),
-                    ("proj_to_sam", ctx.proj_to_sam[2].weight),
-                    ("mllm layer", tiny_model.mllm.model.model.language_model.layers[0].mlp.up_proj.weight),
-                    ("mask decoder", next(tiny_model.segmenter.sam.mask_decoder.parameters()))]:
+    for name, p in [
+        ("queries", ctx.learnable_query),
+        ("connector", ctx.connector.blocks[0].attn.qkv.weight),
+        ("pos_embed", ctx.connector.pos_embed),
+        ("conv_1d", ctx.conv_1d.weight),
+        ("proj_to_sam", ctx.proj_to_sam[2].weight),
+        ("mllm layer", tiny_model.mllm.model.model.language_model.layers[0].mlp.up_proj.weight),
+        ("mask decoder", next(tiny_model.segmenter.sam.mask_decoder.parameters())),
+    ]:
         assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reached {name}"
     tiny_model.zero_grad(set_to_none=True)

@@ -24,9 +24,16 @@ def test_presets_are_shipped():
 def test_context_module_uses_official_names_and_shapes():
     ctx = ContextModule(ContextModuleConfig(hidden_size=64, num_queries=64, out_dim=32, connector_heads=4))
     names = set(ctx.state_dict())
-    assert {"learnable_query", "conv_1d.weight", "conv_1d.bias", "connector.pos_embed",
-            "connector.blocks.3.attn.qkv.weight", "connector.blocks.0.mlp.fc2.bias",
-            "proj_to_sam.0.weight", "proj_to_sam.2.weight"} <= names
+    assert {
+        "learnable_query",
+        "conv_1d.weight",
+        "conv_1d.bias",
+        "connector.pos_embed",
+        "connector.blocks.3.attn.qkv.weight",
+        "connector.blocks.0.mlp.fc2.bias",
+        "proj_to_sam.0.weight",
+        "proj_to_sam.2.weight",
+    } <= names
     assert ctx.learnable_query.std().item() == pytest.approx(0.02, rel=0.2)
     assert torch.count_nonzero(ctx.conv_1d.bias) == 0
     assert ctx(torch.randn(3, 64, 64)).shape == (3, 1, 32)
@@ -42,9 +49,9 @@ def _write_release(model, tokenizer, out: Path) -> Path:
     state = {}
     for k, v in model.mllm.model.state_dict().items():
         if k.startswith("model.language_model."):
-            k = "model." + k[len("model.language_model."):]
+            k = "model." + k[len("model.language_model.") :]
         elif k.startswith("model.visual."):
-            k = "visual." + k[len("model.visual."):]
+            k = "visual." + k[len("model.visual.") :]
         state[k] = v.clone().contiguous()
     state.update({k: v.clone().contiguous() for k, v in model.context.state_dict().items()})
     state.update({"sam." + k: v.clone().contiguous() for k, v in model.segmenter.sam.state_dict().items()})
@@ -52,15 +59,21 @@ def _write_release(model, tokenizer, out: Path) -> Path:
     shards = {k: f"model-0000{1 + (i % 2)}-of-00002.safetensors" for i, k in enumerate(keys)}
     for shard in set(shards.values()):
         save_file({k: state[k] for k in keys if shards[k] == shard}, str(out / shard))
-    (out / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {"total_size": 0}, "weight_map": shards}))
+    (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": 0}, "weight_map": shards}))
     config = model.mllm.model.config.to_dict()
     config.update(num_of_query=64, if_use_qwen_connector=True, architectures=["SAMR1ForConditionalGeneration_qwen2p5"])
     (out / "config.json").write_text(json.dumps(config))
     image = model.config.image
-    (out / "preprocessor_config.json").write_text(json.dumps(
-        {"patch_size": image.patch_size, "merge_size": image.merge_size,
-         "temporal_patch_size": image.temporal_patch_size, "min_pixels": image.min_pixels}))
+    (out / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "patch_size": image.patch_size,
+                "merge_size": image.merge_size,
+                "temporal_patch_size": image.temporal_patch_size,
+                "min_pixels": image.min_pixels,
+            }
+        )
+    )
     tokenizer.save_pretrained(str(out))
     return out
 
@@ -99,8 +112,10 @@ def test_components_preset_loads_qwen_sam_and_context(tiny_model, tmp_path, monk
     tiny_model.mllm.model.save_pretrained(str(qwen_dir))
     tiny_model.tokenizer.save_pretrained(str(qwen_dir))
     torch.save(tiny_model.segmenter.sam.state_dict(), root / "sam_vit_h_4b8939.pth")
-    save_file({k: v.contiguous() for k, v in tiny_model.context.state_dict().items()},
-              str(root / "context_module.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in tiny_model.context.state_dict().items()},
+        str(root / "context_module.safetensors"),
+    )
     # the registry's vit_h swapped for the tiny SAM's numbers, the rest is the real preset
     monkeypatch.setitem(SAM_REGISTRY, "vit_h", SamConfig.from_dict(tiny_model.config.segmenter))
     model = presets.load_model("lens-3b-sam-h", model_dir=root)

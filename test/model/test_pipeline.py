@@ -109,8 +109,9 @@ def test_onnx_segmenter_matches_torch(bundle, request, scene, tmp_path):
 
 def test_pipeline_with_onnx_backend(tiny_model, scene, tmp_path):
     torch_pipe = Pipeline(tiny_model, config=PipelineConfig(max_new_tokens=6))
-    onnx_pipe = Pipeline(tiny_model, segmenter_backend="onnx", onnx_dir=tmp_path / "onnx",
-                         config=PipelineConfig(max_new_tokens=6))
+    onnx_pipe = Pipeline(
+        tiny_model, segmenter_backend="onnx", onnx_dir=tmp_path / "onnx", config=PipelineConfig(max_new_tokens=6)
+    )
     a, _ = torch_pipe.segment(scene, "the red block")
     b, _ = onnx_pipe.segment(scene, "the red block")
     assert (a.masks != b.masks).mean() < 1e-3
@@ -119,8 +120,9 @@ def test_pipeline_with_onnx_backend(tiny_model, scene, tmp_path):
 @pytest.mark.parametrize("bundle", ["tiny_bundle", "tiny_sam2_bundle"])
 def test_bfloat16_pipeline_runs_with_float32_decoder(bundle, request, scene):
     """The GPU precision setup, checked on the CPU: bf16 MLLM/encoder, float32 decoder."""
-    pipe = Pipeline.from_pretrained(request.getfixturevalue(bundle), dtype="bfloat16",
-                                    config=PipelineConfig(max_new_tokens=4, use_box_prompt=True))
+    pipe = Pipeline.from_pretrained(
+        request.getfixturevalue(bundle), dtype="bfloat16", config=PipelineConfig(max_new_tokens=4, use_box_prompt=True)
+    )
     assert pipe.model.mllm.dtype == torch.bfloat16
     assert pipe.segmenter.encoder_dtype == torch.bfloat16 and pipe.segmenter.decoder_dtype == torch.float32
     result, state = pipe.segment(scene, "the red block")

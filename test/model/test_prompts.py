@@ -94,8 +94,14 @@ def test_parse_malformed_answers_say_why(text, why):
 
 def test_parse_adversarial_inputs_are_bounded_and_safe():
     start = time.perf_counter()
-    for text in ["[" + "1," * 200000, "(" * 100000, "<think>" * 50000, "[1" + " " * 100000 + ",2,3,4]",
-                 "9" * 100000, "<answer>" + "(1," * 30000]:
+    for text in [
+        "[" + "1," * 200000,
+        "(" * 100000,
+        "<think>" * 50000,
+        "[1" + " " * 100000 + ",2,3,4]",
+        "9" * 100000,
+        "<answer>" + "(1," * 30000,
+    ]:
         parsed = parse_answer(text)
         assert parsed.box is None
     assert time.perf_counter() - start < 2.0

@@ -9,9 +9,18 @@ import torch
 from lens_ros.model.sam_backend import SamConfig, SamSegmenter, build_sam_custom
 from lens_ros.model.types import ModelFileError
 
-TINY_SAM = SamConfig(image_size=256, encoder_embed_dim=96, encoder_depth=2, encoder_num_heads=4,
-                     global_attn_indexes=(1,), prompt_embed_dim=64, decoder_mlp_dim=256,
-                     decoder_num_heads=4, iou_head_hidden_dim=64, window_size=8)
+TINY_SAM = SamConfig(
+    image_size=256,
+    encoder_embed_dim=96,
+    encoder_depth=2,
+    encoder_num_heads=4,
+    global_attn_indexes=(1,),
+    prompt_embed_dim=64,
+    decoder_mlp_dim=256,
+    decoder_num_heads=4,
+    iou_head_hidden_dim=64,
+    window_size=8,
+)
 
 
 @pytest.fixture(scope="module")

@@ -56,8 +56,7 @@ def test_coordinate_channels_round_trip_through_packing():
         image, patch_size=8, merge_size=2, temporal_patch_size=1, coord_channels=True, resized_hw=(64, 96)
     )
     assert pv.shape == (8 * 12, 5 * 8 * 8)
-    chw = unpatchify(pv.numpy(), tuple(thw[0].tolist()), channels=5, patch_size=8, merge_size=2,
-                     temporal_patch_size=1)
+    chw = unpatchify(pv.numpy(), tuple(thw[0].tolist()), channels=5, patch_size=8, merge_size=2, temporal_patch_size=1)
     np.testing.assert_array_equal(chw[3:], coordinate_channels(64, 96))
     assert chw[3].min() > -1 and chw[3].max() < 1
     assert chw[3, 0, 0] < 0 < chw[3, 0, -1]  # x grows to the right
