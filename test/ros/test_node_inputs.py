@@ -64,8 +64,16 @@ def test_compressed_remapped_input_with_params_file_and_16uc1_depth(launcher, pr
     obj = frame.objects[0]
     segs = probe.subscribe(Segmentation, "/lens_node/segmentation")
     poses = probe.subscribe(PoseStamped, "/lens_node/target_pose")
-    probe.node.create_publisher(String, "/instruction", instruction_qos()).publish(String(data=obj.name))
-    probe.spin_until(lambda: [m for _, m in segs if m.status == Segmentation.STATUS_OK] and poses, 30, "an answer")
+    instruction = probe.node.create_publisher(String, "/instruction", instruction_qos())
+    # Without tracking only an instruction makes an answer; the first may come before depth flows.
+    for _ in range(10):
+        instruction.publish(String(data=obj.name))
+        try:
+            probe.spin_until(lambda: [m for _, m in segs if m.status == Segmentation.STATUS_OK] and poses, 3, "")
+            break
+        except AssertionError:
+            continue
+    assert poses, f"no target pose; segmentations: {[(m.status, m.status_text) for _, m in segs]}"
 
     def subscribers():
         topics = ("/cam/color/compressed", "/cam/color", "/cam/depth", "/cam/info")
