@@ -11,6 +11,7 @@ lifecycle node: the model is loaded on activate and freed on deactivate.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import sys
 import threading
@@ -46,6 +47,8 @@ from lens_ros.ros_env import configure_dds
 from lens_ros.srv import Segment
 
 OUTPUT_QOS = 10
+# NodeConfig fields that are lens_ros.model.pipeline.PipelineConfig fields of the same name.
+PIPELINE_OPTIONS = frozenset({"mask_threshold", "use_box_prompt", "track_with_previous_box"})
 
 
 @dataclass
@@ -157,19 +160,32 @@ class LensBehaviour:
     def _load_model(self) -> None:
         from lens_ros.model.pipeline import Pipeline
 
-        self.device, self.dtype = resolve_device(self.config.device, self.config.dtype)
-        model = self.config.model_dir or self.config.model
-        start = time.monotonic()
+        cfg = self.config
+        self.device, self.dtype = resolve_device(cfg.device, cfg.dtype)
+        where = f" from {cfg.model_dir}" if cfg.model_dir else ""
         self.get_logger().info(
-            f"loading model {model!r} on {self.device} ({self.dtype}, segmenter {self.config.segmenter_backend})"
+            f"loading model {cfg.model!r}{where} on {self.device} ({self.dtype}, segmenter {cfg.segmenter_backend})"
         )
+        start = time.monotonic()
         pipeline = Pipeline.from_pretrained(
-            model, device=self.device, dtype=self.dtype, segmenter_backend=self.config.segmenter_backend
+            cfg.model,
+            device=self.device,
+            dtype=self.dtype,
+            segmenter_backend=cfg.segmenter_backend,
+            model_dir=cfg.model_dir or None,
         )
+        self._apply_pipeline_options(pipeline)
         with self._pipeline_lock:
             self.pipeline = pipeline
             self._track_state, self._state_version = None, -1
         self.get_logger().info(f"model ready in {time.monotonic() - start:.1f} s")
+
+    def _apply_pipeline_options(self, pipeline) -> None:
+        """Copy the node's segmenter options into the pipeline's config (also at runtime)."""
+        options = {name: getattr(self.config, name) for name in PIPELINE_OPTIONS}
+        config = getattr(pipeline, "config", None)
+        if config is not None and dataclasses.is_dataclass(config):
+            pipeline.config = dataclasses.replace(config, **options)
 
     def _unload_model(self) -> None:
         with self._pipeline_lock:
@@ -244,6 +260,8 @@ class LensBehaviour:
                     float(param.value) if isinstance(getattr(self.config, param.name), float) else param.value
                 )
         self.config = self.config.replace(**changes)
+        if self.pipeline is not None and PIPELINE_OPTIONS & changes.keys():
+            self._apply_pipeline_options(self.pipeline)
         return SetParametersResult(successful=True)
 
     # -- worker ---------------------------------------------------------------------------

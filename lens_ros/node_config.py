@@ -33,6 +33,13 @@ class NodeConfig:
     dtype: str = _param("auto", "Weights dtype", choices=("auto", "float32", "bfloat16", "float16"))
     segmenter_backend: str = _param("torch", "Segmenter runtime", choices=("torch", "onnx"))
     # Decisions
+    mask_threshold: float = _param(
+        0.0, "Mask logit threshold (0: the segmenter's own decision)", runtime=True, low=-100.0, high=100.0
+    )
+    use_box_prompt: bool = _param(False, "Also prompt the segmenter with the MLLM's parsed box", runtime=True)
+    track_with_previous_box: bool = _param(
+        True, "While tracking, prompt the segmenter with the previous mask's box too", runtime=True
+    )
     min_score: float = _param(
         0.0, "Objects whose mask score is below this are reported as no object", runtime=True, low=0.0, high=1.0
     )

@@ -27,7 +27,7 @@ class OraclePipeline:
         self.calls = {"segment": 0, "track": 0}
 
     @classmethod
-    def from_pretrained(cls, model, device="cpu", dtype="float32", segmenter_backend="torch"):
+    def from_pretrained(cls, model, device="cpu", dtype="float32", segmenter_backend="torch", **kwargs):
         seed, t, w, h = os.environ["LENS_ORACLE_SCENE"].split(",")
         return cls(int(seed), float(t), (int(w), int(h)))
 
