@@ -10,14 +10,14 @@ import dataclasses
 
 import numpy as np
 import pytest
+from lens_ros.msg import Segmentation
+from lens_ros.srv import Segment
 from rclpy.qos import qos_profile_sensor_data
+from ros_fixtures import instruction_qos, node_specs
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 from lens_ros.image_conversion import image_to_numpy, numpy_to_image
-from lens_ros.msg import Segmentation
-from lens_ros.srv import Segment
-from ros_fixtures import instruction_qos, node_specs
 
 pytestmark = pytest.mark.ros
 
