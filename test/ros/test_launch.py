@@ -135,45 +135,41 @@ def test_unknown_launch_argument_is_refused(capsys):
     }
 
 
-@pytest.mark.ros
-def test_lens_launch_forwards_sigint_and_stops_every_node(ros_env, tmp_path):
-    log = open(tmp_path / "launch.log", "w")
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "lens_ros.launch_cli", "use_sim_camera:=true", "preset:=/nonexistent/bundle"],
-        env=ros_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        # lens_node fails at start-up (bad model path) and takes the others down with it ...
-        code = launcher.wait(timeout=60)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-        log.close()
-    text = (tmp_path / "launch.log").read_text()
-    assert code != 0, text
-    assert "/nonexistent/bundle" in text, "the start-up error names the model path"
-    assert "stopped" in text
+def run_lens_launch(args: list[str], env: dict, log_path: Path, stop_after_s: float | None, timeout: float = 60.0):
+    """Run lens-launch; send SIGINT after ``stop_after_s`` (None: wait for it to exit). -> (code, log)."""
+    with open(log_path, "w") as log:
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "lens_ros.launch_cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            if stop_after_s is not None:
+                time.sleep(stop_after_s)
+                launcher.send_signal(signal.SIGINT)
+            code = launcher.wait(timeout=timeout)
+        finally:
+            if launcher.poll() is None:
+                launcher.kill()
+    return code, log_path.read_text()
 
-    # ... and a clean run stops on SIGINT.
-    log = open(tmp_path / "launch2.log", "w")
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "lens_ros.launch_cli", "use_sim_camera:=true", "use_rviz:=false"],
-        env={**ros_env, "LENS_LAUNCH_TEST": "1"},
-        stdout=log,
-        stderr=subprocess.STDOUT,
+
+@pytest.mark.ros
+def test_lens_launch_stops_everything_when_the_model_cannot_load(ros_env, tmp_path):
+    code, log = run_lens_launch(
+        ["use_sim_camera:=true", "preset:=/nonexistent/bundle"], ros_env, tmp_path / "l.log", None
     )
-    try:
-        time.sleep(4.0)
-        launcher.send_signal(signal.SIGINT)
-        code = launcher.wait(timeout=30)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-        log.close()
-    text = (tmp_path / "launch2.log").read_text()
-    assert "stopped" in text, text
+    assert code != 0, log
+    assert "/nonexistent/bundle" in log, "the start-up error names the model path"
+    assert "stopped" in log and "'sim_camera'" in log, log
+
+
+@pytest.mark.ros
+def test_lens_launch_forwards_sigint_and_every_node_exits(ros_env, tmp_path, tiny_bundle):
+    code, log = run_lens_launch(
+        ["use_sim_camera:=true", f"preset:={tiny_bundle}", "device:=cpu"], ros_env, tmp_path / "l.log", 6.0
+    )
+    assert code == 0, log
+    stopped = log[log.index("stopped:") :]
+    assert "'lens_node': 0" in stopped and "'sim_camera': 0" in stopped, log
 
 
 def test_rviz_layout_shows_topics_the_node_publishes():
