@@ -1,0 +1,62 @@
+"""lens_node with the embedded lens-tiny model on the synthetic camera: masks match the ground truth.
+
+Skipped until the embedded weights (lens_ros/weights/lens-tiny) are in the package.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from geometry_msgs.msg import PoseStamped
+from lens_ros.msg import Segmentation
+from ros_fixtures import frozen_camera_parameters, instruction_qos, node_specs
+from std_msgs.msg import String
+
+from lens_ros.image_conversion import image_to_numpy
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+EMBEDDED = Path(__file__).resolve().parents[2] / "lens_ros" / "weights" / "lens-tiny"
+SCENE = {"seed": 11, "t": 1.0, "width": 320, "height": 240}
+
+
+def stamp_of(msg) -> tuple[int, int]:
+    return msg.header.stamp.sec, msg.header.stamp.nanosec
+
+
+@pytest.mark.skipif(not (EMBEDDED / "config.json").is_file(), reason="embedded lens-tiny weights not built yet")
+def test_embedded_model_masks_and_poses_match_the_ground_truth(launcher, probe):
+    from training.data.synthetic_world import SceneAnimator
+
+    specs = node_specs({"use_sim_camera": "true", "device": "cpu"})  # the params file's model: lens-tiny
+    camera = frozen_camera_parameters(SCENE)
+    specs = [
+        dataclasses.replace(s, parameters={**s.parameters, **camera}) if s.name == "sim_camera" else s for s in specs
+    ]
+    launcher.start(specs)
+    animator = SceneAnimator(SCENE["seed"], size=(SCENE["width"], SCENE["height"]))
+    frame = animator.frame(SCENE["t"])
+    segs = probe.subscribe(Segmentation, "/lens_node/segmentation")
+    poses = probe.subscribe(PoseStamped, "/lens_node/target_pose")
+    publisher = probe.node.create_publisher(String, "/instruction", instruction_qos())
+    ious, errors = [], []
+    for i in range(3):
+        expression = animator.expression(SCENE["t"], "simple", seed=i)
+        target = frame.objects[expression.target]
+        publisher.publish(String(data=expression.text))
+
+        def answered(text=expression.text):
+            return [m for _, m in segs if m.instruction == text and not m.tracked and m.objects]
+
+        seg = probe.spin_until(answered, 120, f"an answer to {expression.text!r}")[0]
+        mask = image_to_numpy(seg.objects[0].mask) > 0
+        ious.append(np.logical_and(mask, target.mask).sum() / max(np.logical_or(mask, target.mask).sum(), 1))
+        pose = probe.spin_until(lambda s=seg: [m for _, m in poses if stamp_of(m) == stamp_of(s)], 10, "its pose")[0]
+        p = pose.pose.position
+        errors.append(float(np.linalg.norm(np.array([p.x, p.y, p.z]) - target.center)))
+    assert np.mean(ious) > 0.5, f"mask IoU per instruction: {np.round(ious, 2)}"
+    good = [e for e, iou in zip(errors, ious, strict=True) if iou > 0.5]
+    assert all(e < 0.05 for e in good), f"position errors (m) where the mask was right: {good}"
