@@ -192,3 +192,31 @@ def test_ground_truth_topic_describes_the_frame(running, probe):
     frame = ground_truth_frame()
     assert [o["name"] for o in data["objects"]] == [o.name for o in frame.objects]
     assert np.allclose(data["objects"][0]["center"], frame.objects[0].center, atol=1e-6)
+
+
+def test_reason_interval_re_reasons_while_tracking(running, probe):
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    def set_interval(seconds: float) -> None:
+        value = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=seconds)
+        client = probe.node.create_client(SetParameters, f"{NODE}/set_parameters")
+        probe.spin_until(client.service_is_ready, 10, "set_parameters")
+        future = client.call_async(SetParameters.Request(parameters=[Parameter(name="reason_interval_s", value=value)]))
+        probe.spin_until(future.done, 10, "set_parameters response")
+        assert future.result().results[0].successful
+
+    frame = ground_truth_frame()
+    segs = probe.subscribe(Segmentation, f"{NODE}/segmentation")
+    send_instruction(probe, frame.objects[2].name)
+    set_interval(0.3)
+    try:
+        probe.spin_until(
+            lambda: len([m for _, m in segs if m.instruction == frame.objects[2].name and not m.tracked]) >= 3,
+            20,
+            "three reasonings of one instruction",
+        )
+        mine = [m for _, m in segs if m.instruction == frame.objects[2].name]
+        assert any(m.tracked for m in mine), "tracking continues between reasonings"
+    finally:
+        set_interval(0.0)
