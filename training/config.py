@@ -29,7 +29,8 @@ class TrainConfig:
     mixed_precision: str = "auto"  # "auto" (bf16 on GPU, none on CPU), "no", "bf16", "fp16"
     num_threads: int = 0  # torch CPU threads, 0 leaves torch's default
     # model
-    model: str = "tiny-random"  # "tiny-random", a model bundle directory, or a preset name
+    model: str = "tiny-random"  # "tiny-random", a model bundle / LENS release directory, or a preset name
+    model_dir: str = ""  # local directory a preset's file paths refer to (Qwen2.5-VL, SAM, ...)
     init_from: str = ""  # optional training checkpoint or bundle whose weights start the run
     cot: bool = False  # chain-of-thought prompts/answers (<think>...</think><answer>...</answer>)
     # data
@@ -101,6 +102,7 @@ class Stage2Config(TrainConfig):
 @dataclass
 class EvalConfig:
     model: str = "tiny-random"
+    model_dir: str = ""
     data: str = "synthetic:test"
     device: str = "auto"
     batch_size: int = 8

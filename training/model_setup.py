@@ -21,23 +21,21 @@ TINY_RANDOM = ("tiny-random", "tiny-random-sam", "tiny-random-sam2")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def load_lens_model(spec: str, seed: int = 0):
-    """A LensModel from "tiny-random[-sam|-sam2]", a bundle directory or a preset name."""
+def load_lens_model(spec: str, seed: int = 0, model_dir: str = ""):
+    """A float32 LensModel (training keeps fp32 master weights; autocast does the rest).
+
+    spec: "tiny-random[-sam|-sam2]" (random tiny model, seeded), a bundle directory, a LENS
+    release directory or a preset name (``config/models``; ``model_dir`` fills its paths).
+    """
     if spec in TINY_RANDOM:
         from lens_ros.model.tiny import build_tiny_random_model
 
         segmenter = "sam2" if spec.endswith("sam2") else "sam"
         model, _, _ = build_tiny_random_model(seed=seed, segmenter=segmenter)
         return model
-    from lens_ros.model.bundle import is_bundle, load_bundle
+    from lens_ros.model.presets import load_model
 
-    if is_bundle(spec):
-        return load_bundle(spec)
-    try:
-        from lens_ros.model import presets
-    except ImportError as error:
-        raise ValueError(f"{spec!r} is neither tiny-random nor a model bundle directory") from error
-    return presets.load_preset(spec)  # type: ignore[attr-defined]
+    return load_model(spec, model_dir=model_dir or None, device="cpu", dtype="float32")
 
 
 def load_init_weights(model: nn.Module, path: str | Path) -> None:

@@ -198,7 +198,7 @@ def train_stage2(
     result), ``dataset`` to ``cfg.data``, ``engine`` to ``cfg.rollout_engine`` ("hf")."""
     device, dist_ctx = setup_process(cfg)
     if model is None:
-        model = load_lens_model(cfg.model, cfg.seed)
+        model = load_lens_model(cfg.model, cfg.seed, cfg.model_dir)
     if cfg.init_from:
         load_init_weights(model, cfg.init_from)
     if dataset is None:
