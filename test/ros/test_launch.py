@@ -176,9 +176,8 @@ def test_rviz_layout_shows_topics_the_node_publishes():
     import yaml
 
     from lens_ros.launch_description import LENS_NODE, RVIZ_CONFIG
-    from lens_ros.ros_env import config_dir
 
-    layout = yaml.safe_load((config_dir() / RVIZ_CONFIG).read_text())
+    layout = yaml.safe_load((LAUNCH_FILE.parents[1] / "config" / RVIZ_CONFIG).read_text())
     displays = {d["Class"].split("/")[-1]: d for d in layout["Visualization Manager"]["Displays"]}
     topics = {d["Topic"]["Value"] for d in layout["Visualization Manager"]["Displays"]}
     published = {f"/{LENS_NODE}/{name}" for name in ("overlay", "mask", "markers", "target_pose", "target_cloud")}

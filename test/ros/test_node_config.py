@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from lens_ros.node_config import NodeConfig, check_value, declare_parameters, read_params_file
-from lens_ros.ros_env import config_dir
+
+CONFIG = Path(__file__).resolve().parents[2] / "config"
 
 
 def test_shipped_params_file_sets_every_parameter_to_its_default():
-    values = read_params_file(config_dir() / "lens_node.yaml")
+    values = read_params_file(CONFIG / "lens_node.yaml")
     assert set(values) == set(NodeConfig().to_dict()), "config/lens_node.yaml and NodeConfig disagree on names"
     assert NodeConfig.from_dict(values) == NodeConfig()
 
