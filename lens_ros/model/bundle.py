@@ -111,6 +111,8 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu", dtype: tor
     try:
         with _skip_random_init():
             model = LensModel(config, tokenizer)
+        # skipping init also skips transformers' weight tying (lm_head <-> embeddings)
+        model.mllm.model.tie_weights()
     except ModelFileError as exc:
         raise ModelFileError(f"{path}: {exc}") from exc
     except Exception as exc:
@@ -137,7 +139,7 @@ def _load_checked(model: LensModel, state: dict[str, torch.Tensor], source: Path
     unexpected = [k for k in state if k not in own]
     if bad or unexpected:
         raise ModelFileError(f"{source}: weights do not match config.json: {(bad + unexpected)[:5]}")
-    missing, _ = model.load_state_dict(state, strict=True)
+    missing, _ = model.load_state_dict(state, strict=False)
     # Tied parameters are stored once; a key is only really missing if its storage is unset.
     shared = _shared_aliases(model)
     really_missing = [k for k in missing if not (shared.get(k, set()) & state.keys())]

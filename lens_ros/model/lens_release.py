@@ -24,9 +24,9 @@ from lens_ros.model import prompts
 from lens_ros.model.context_module import ContextModuleConfig
 from lens_ros.model.lens import LensConfig, LensModel
 from lens_ros.model.mllm import ImageConfig, load_qwen, load_tokenizer
-from lens_ros.model.sam2_backend import SAM2_CONFIGS, Sam2Config, Sam2Segmenter
+from lens_ros.model.sam2_backend import MEMORY_MODULES, SAM2_CONFIGS, Sam2Config, Sam2Segmenter
 from lens_ros.model.types import ModelFileError
-from lens_ros.model.weights import load_into
+from lens_ros.model.weights import load_into, load_state_dict_file
 
 CONTEXT_PREFIXES = ("learnable_query", "connector.", "conv_1d.", "proj_to_sam.")
 SAM_PREFIX = "sam."
@@ -83,11 +83,15 @@ def load_lens_release(
     sam2_overrides: tuple[str, ...] = (),
     cot: bool = False,
     max_new_tokens: int = 256,
+    sam2_memory_checkpoint: str | Path | None = None,
 ) -> LensModel:
     """A LensModel with the published weights of a LENS release directory.
 
     ``sam2_config`` (+ hydra ``sam2_overrides``): the SAM 2 the release was trained with
     (Hiera-L, SAM 2.0).
+    ``sam2_memory_checkpoint``: an official SAM 2 checkpoint of the same size
+    (``sam2_hiera_large.pt``) whose video-memory modules are added, for memory tracking;
+    the release itself has none.
     ``cot``: use the CoT question (LENS_ReasonSeg_CoT).
     """
     path = Path(path)
@@ -102,7 +106,8 @@ def load_lens_release(
     pre = path / "preprocessor_config.json"
     image = ImageConfig.from_preprocessor_config(pre) if pre.is_file() else ImageConfig()
     image.coord_channels = int(qwen.config.vision_config.in_channels) == 5
-    segmenter = Sam2Segmenter(Sam2Config(sam2_config, tuple(sam2_overrides)))
+    keep_memory = sam2_memory_checkpoint is not None
+    segmenter = Sam2Segmenter(Sam2Config(sam2_config, tuple(sam2_overrides), keep_memory=keep_memory))
     config = LensConfig(
         qwen=qwen.config.to_dict(),
         image=image,
@@ -122,6 +127,14 @@ def load_lens_release(
     if not sam_state:
         raise ModelFileError(f"{path}: no SAM 2 weights (sam.*) in the shards")
     load_into(model.context, context_state, source=path)
-    load_into(model.segmenter.sam, sam_state, source=path)
+    load_into(model.segmenter.sam, sam_state, source=path, ignore_missing=MEMORY_MODULES)
+    if keep_memory:
+        official = load_state_dict_file(sam2_memory_checkpoint, nested_key="model")
+        memory_state = {k: v for k, v in official.items() if k.startswith(MEMORY_MODULES)}
+        own = [k for k in model.segmenter.sam.state_dict() if k.startswith(MEMORY_MODULES)]
+        missing = sorted(set(own) - set(memory_state))
+        if missing:
+            raise ModelFileError(f"{sam2_memory_checkpoint}: SAM 2 memory weights missing for {missing[:5]}")
+        load_into(model.segmenter.sam, memory_state, source=sam2_memory_checkpoint, strict=False)
     model.eval()
     return model.to(device).cast(dtype)

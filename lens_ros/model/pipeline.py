@@ -30,7 +30,7 @@ from lens_ros.model import prompts
 from lens_ros.model.lens import LensModel
 from lens_ros.model.mllm import GenerationSettings
 from lens_ros.model.presets import DEFAULT_PRESET, load_model, resolve_dtype
-from lens_ros.model.segmenter import ImageEmbedding
+from lens_ros.model.segmenter import DecodeOutput, ImageEmbedding
 from lens_ros.model.types import BadInputError, LensError, SegmentationResult, Timings
 from lens_ros.model.vision_input import check_rgb_image, scale_box
 
@@ -47,6 +47,9 @@ class PipelineConfig:
     track_with_previous_box: in ``track``, add the previous mask's box as a box prompt.
     overlap_encoder: run the image encoder concurrently with generation (None: on CUDA only).
     embedding_cache_size: frames whose image embedding is kept.
+    track_memory: with a SAM 2 segmenter that has its memory modules, ``track`` follows
+        the object with SAM 2's video memory (conditioned on the reasoned frame's mask)
+        instead of re-prompting each frame.
     """
 
     max_new_tokens: int | None = None
@@ -56,6 +59,7 @@ class PipelineConfig:
     mask_threshold: float = 0.0
     overlap_encoder: bool | None = None
     embedding_cache_size: int = 2
+    track_memory: bool = True
 
 
 @dataclass
@@ -230,7 +234,9 @@ class Pipeline:
         if parsed.box is None:
             parse_error = f"{parsed.error}; mask from the context queries alone"
         box_prompt = parsed_box if (self.config.use_box_prompt and parsed_box is not None) else None
-        result = self._decode(encoded["emb"], prompt_tokens, box_prompt, expression, timings)  # type: ignore[arg-type]
+        emb: ImageEmbedding = encoded["emb"]  # type: ignore[assignment]
+        decoded = self._decode(emb, prompt_tokens, box_prompt, timings)
+        result = self._result(decoded, expression, timings)
         result.rationale = parsed.think or (parsed.answer if parsed.box is None else "")
         result.answer = text
         result.parsed_box = parsed_box
@@ -246,17 +252,34 @@ class Pipeline:
             last_box=result.boxes[0].copy() if result.boxes.shape[0] else None,
             last_hw=(h, w),
         )
+        memory = self._memory_tracker()
+        if memory is not None:
+            memory.start(emb, decoded.low_res_logits[:1, :1])
+            state.extras["sam2_memory"] = memory
         return result, state
 
+    def _memory_tracker(self):
+        """A fresh SAM 2 memory tracker when the segmenter has memory modules, else None."""
+        from lens_ros.model.sam2_backend import Sam2MemoryTracker, Sam2Segmenter
+
+        seg = self.model.segmenter
+        if self.config.track_memory and isinstance(seg, Sam2Segmenter) and seg.has_memory:
+            return Sam2MemoryTracker(seg)
+        return None
+
     def _decode(
-        self, emb: ImageEmbedding, prompt_tokens: torch.Tensor, box: np.ndarray | None, label: str, timings: Timings
-    ) -> SegmentationResult:
+        self, emb: ImageEmbedding, prompt_tokens: torch.Tensor, box: np.ndarray | None, timings: Timings
+    ) -> DecodeOutput:
         t0 = time.perf_counter()
         boxes = None if box is None else torch.as_tensor(box, dtype=torch.float32, device=self.device)[None]
         out = self.segmenter.decode(emb, prompt_tokens=prompt_tokens, boxes=boxes)
+        timings.decoder_ms = (time.perf_counter() - t0) * 1000
+        return out
+
+    def _result(self, out: DecodeOutput, label: str, timings: Timings) -> SegmentationResult:
+        """Threshold the mask logits; an empty mask gives zero objects."""
         logits = out.mask_logits[0, 0].float().cpu().numpy()
         score = float(out.iou_scores[0, 0].float().clamp(0, 1).cpu())
-        timings.decoder_ms = (time.perf_counter() - t0) * 1000
         mask = logits > self.config.mask_threshold
         mbox = mask_box(mask)
         if mbox is None:
@@ -269,7 +292,11 @@ class Pipeline:
                 timings=timings,
             )
         return SegmentationResult(
-            masks=mask[None], boxes=mbox[None], scores=np.array([score], np.float32), labels=[label], timings=timings
+            masks=mask[None],
+            boxes=mbox[None],
+            scores=np.array([score], np.float32),
+            labels=[label],
+            timings=timings,
         )
 
     # -- tracking ---------------------------------------------------------------------------
@@ -284,11 +311,18 @@ class Pipeline:
         timings = Timings()
         try:
             emb, timings.encoder_ms = self.encode_image(image)
-            box = None
-            if self.config.track_with_previous_box and state.last_box is not None:
-                box = np.array(scale_box(tuple(state.last_box), state.last_hw, (h, w)), dtype=np.float32)
-            tokens = state.prompt_tokens.to(device=self.device)
-            result = self._decode(emb, tokens, box, state.instruction, timings)
+            memory = state.extras.get("sam2_memory")
+            if memory is not None:
+                t0 = time.perf_counter()
+                decoded = memory.step(emb)
+                timings.decoder_ms = (time.perf_counter() - t0) * 1000
+            else:
+                box = None
+                if self.config.track_with_previous_box and state.last_box is not None:
+                    box = np.array(scale_box(tuple(state.last_box), state.last_hw, (h, w)), dtype=np.float32)
+                tokens = state.prompt_tokens.to(device=self.device)
+                decoded = self._decode(emb, tokens, box, timings)
+            result = self._result(decoded, state.instruction, timings)
         except torch.cuda.OutOfMemoryError as exc:
             torch.cuda.empty_cache()
             raise LensError(f"CUDA out of memory on {self.device} ({self.dtype}): {exc}") from exc

@@ -148,6 +148,11 @@ def load_model(
             sam2_config=str(data.get("sam2_config", "configs/sam2/sam2_hiera_l.yaml")),
             cot=bool(data.get("cot", False)),
             max_new_tokens=int(data.get("max_new_tokens", 256)),
+            sam2_memory_checkpoint=(
+                _fill(str(data["sam2_memory_checkpoint"]), model_dir, preset.name)
+                if data.get("sam2_memory_checkpoint")
+                else None
+            ),
         )
     if preset.kind == "components":
         return _load_components(preset, model_dir, device, torch_dtype)
@@ -179,7 +184,7 @@ def _load_components(preset: Preset, model_dir: Path | None, device, dtype: torc
     if finetuned:
         ft_path = _fill(str(finetuned), model_dir, name)
         if ft_path.is_file():  # optional: RL-tuned prompt encoder / mask decoder
-            load_into(segmenter.sam, load_state_dict_file(ft_path), source=ft_path, strict=True)
+            load_into(segmenter.sam, load_state_dict_file(ft_path), source=ft_path, strict=False)
     pre = qwen_dir / "preprocessor_config.json"
     image = ImageConfig.from_preprocessor_config(pre, data.get("max_pixels")) if pre.is_file() else ImageConfig()
     image.coord_channels = int(qwen.config.vision_config.in_channels) == 5

@@ -43,6 +43,7 @@ TINY_SAM2_OVERRIDES: tuple[str, ...] = (
     "++model.image_encoder.trunk.window_spec=[4,4,4,2]",
     "++model.image_encoder.neck.backbone_channel_list=[128,64,32,16]",
     "++model.memory_attention.num_layers=1",
+    "++model.memory_attention.layer.dim_feedforward=256",
     "++model.memory_attention.layer.self_attention.feat_sizes=[16,16]",
     "++model.memory_attention.layer.cross_attention.feat_sizes=[16,16]",
 )
@@ -147,7 +148,11 @@ class Sam2Segmenter(Segmenter):
             fpn[0] = self.sam.sam_mask_decoder.conv_s0(fpn[0])
             fpn[1] = self.sam.sam_mask_decoder.conv_s1(fpn[1])
         backbone_out = {**backbone_out, "backbone_fpn": fpn}
-        _, vision_feats, _, _ = self.sam._prepare_backbone_features(backbone_out)
+        _, vision_feats, vision_pos, _ = self.sam._prepare_backbone_features(backbone_out)
+        # the memory path (tracking) needs the features before no_mem_embed, and their positions
+        memory_inputs = None
+        if self.has_memory:
+            memory_inputs = ([f.detach() for f in vision_feats], [p.to(self.decoder_dtype) for p in vision_pos])
         if self.sam.directly_add_no_mem_embed:
             vision_feats[-1] = vision_feats[-1] + self.sam.no_mem_embed
         batch = images.shape[0]
@@ -157,6 +162,10 @@ class Sam2Segmenter(Segmenter):
         ]
         out = []
         for i, (orig, inp) in enumerate(zip(original_sizes, input_sizes, strict=True)):
+            extras = {}
+            if memory_inputs is not None:
+                extras["memory_feats"] = [f[:, i : i + 1] for f in memory_inputs[0]]
+                extras["memory_pos"] = [p[:, i : i + 1] for p in memory_inputs[1]]
             out.append(
                 ImageEmbedding(
                     {
@@ -166,6 +175,7 @@ class Sam2Segmenter(Segmenter):
                     },
                     tuple(orig),
                     tuple(inp),
+                    extras,
                 )
             )
         return out
@@ -227,6 +237,82 @@ class Sam2Segmenter(Segmenter):
         sparse, dense = self.prompt_embeddings(batch, prompt_tokens, model_boxes)
         low_res, iou = self.decode_low_res(embedding, sparse, dense, multimask_output)
         return DecodeOutput(self.upscale(low_res, embedding), iou.float(), low_res)
+
+
+class Sam2MemoryTracker:
+    """SAM 2 video memory between reasonings: the reasoned frame's mask conditions the
+    memory bank, later frames are segmented from memory alone (no prompt, no MLLM).
+
+    Needs a ``Sam2Segmenter`` built with ``keep_memory=True`` and its memory weights
+    (official SAM 2 checkpoints have them; the released LENS weights do not).
+    """
+
+    def __init__(self, segmenter: Sam2Segmenter) -> None:
+        if not segmenter.has_memory:
+            raise ValueError("SAM 2 memory tracking needs a segmenter built with keep_memory=True")
+        self.segmenter = segmenter
+        self.sam = segmenter.sam
+        self.output_dict: dict[str, dict[int, dict]] = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
+        self.frame_idx = -1
+
+    def _inputs(self, embedding: ImageEmbedding):
+        if "memory_feats" not in embedding.extras:
+            raise ValueError("embedding has no memory inputs (encoded by a segmenter without memory?)")
+        feats = embedding.extras["memory_feats"]
+        return feats, embedding.extras["memory_pos"], [(f.shape[-2], f.shape[-1]) for f in self._levels(embedding)]
+
+    @staticmethod
+    def _levels(embedding: ImageEmbedding) -> list[torch.Tensor]:
+        f = embedding.features
+        return [f["high_res_0"], f["high_res_1"], f["image_embed"]]
+
+    @torch.no_grad()
+    def start(self, embedding: ImageEmbedding, low_res_logits: torch.Tensor) -> None:
+        """Condition the memory on one frame's mask (low-res logits (1, 1, h, w) of ``decode``)."""
+        s = self.segmenter.image_size
+        mask = F.interpolate(low_res_logits.float(), (s, s), mode="bilinear", align_corners=False) > 0
+        feats, pos, sizes = self._inputs(embedding)
+        self.output_dict = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
+        self.frame_idx = 0
+        out = self.sam.track_step(
+            frame_idx=0,
+            is_init_cond_frame=True,
+            current_vision_feats=feats,
+            current_vision_pos_embeds=pos,
+            feat_sizes=sizes,
+            point_inputs=None,
+            mask_inputs=mask.to(feats[-1].dtype),
+            output_dict=self.output_dict,
+            num_frames=1,
+        )
+        self.output_dict["cond_frame_outputs"][0] = out
+
+    @torch.no_grad()
+    def step(self, embedding: ImageEmbedding) -> DecodeOutput:
+        """Segment the next frame from memory; the result also enters the memory bank."""
+        if self.frame_idx < 0:
+            raise RuntimeError("call start() with a conditioning mask first")
+        self.frame_idx += 1
+        feats, pos, sizes = self._inputs(embedding)
+        out = self.sam.track_step(
+            frame_idx=self.frame_idx,
+            is_init_cond_frame=False,
+            current_vision_feats=feats,
+            current_vision_pos_embeds=pos,
+            feat_sizes=sizes,
+            point_inputs=None,
+            mask_inputs=None,
+            output_dict=self.output_dict,
+            num_frames=self.frame_idx + 1,
+        )
+        non_cond = self.output_dict["non_cond_frame_outputs"]
+        non_cond[self.frame_idx] = out
+        keep = max(self.sam.num_maskmem, self.sam.max_obj_ptrs_in_encoder)
+        for idx in [i for i in non_cond if i <= self.frame_idx - keep]:
+            del non_cond[idx]  # bounded memory for an endless camera stream
+        low = out["pred_masks"]
+        score = torch.sigmoid(out.get("object_score_logits", torch.zeros(1, 1))).float()
+        return DecodeOutput(self.segmenter.upscale(low, embedding), score.reshape(1, 1), low)
 
 
 def check_sam2_available() -> None:

@@ -131,19 +131,22 @@ def tiny_qwen_config(
     )
 
 
-def build_tiny_random_bundle(out_dir: str | Path, seed: int = 0, segmenter: str = "sam") -> Path:
+def build_tiny_random_bundle(
+    out_dir: str | Path, seed: int = 0, segmenter: str = "sam", sam2_memory: bool = False
+) -> Path:
     """Create a tiny random LensModel + tokenizer and save it as a real bundle in ``out_dir``.
 
-    segmenter: "sam" (segment_anything modules, 128 px) or "sam2" (a tiny Hiera, 256 px).
+    segmenter: "sam" (segment_anything modules, 128 px) or "sam2" (a tiny Hiera, 256 px);
+    sam2_memory: keep SAM 2's video-memory modules (memory tracking).
     Returns the bundle directory. Takes about a second on a CPU.
     """
     from lens_ros.model.bundle import save_bundle
 
-    model, tokenizer, config = build_tiny_random_model(seed=seed, segmenter=segmenter)
+    model, tokenizer, config = build_tiny_random_model(seed=seed, segmenter=segmenter, sam2_memory=sam2_memory)
     return save_bundle(out_dir, model, tokenizer, config)
 
 
-def build_tiny_random_model(seed: int = 0, segmenter: str = "sam"):
+def build_tiny_random_model(seed: int = 0, segmenter: str = "sam", sam2_memory: bool = False):
     """(LensModel, tokenizer, LensConfig) with random weights; see ``build_tiny_random_bundle``."""
     from lens_ros.model.context_module import ContextModuleConfig
     from lens_ros.model.lens import LensConfig, LensModel
@@ -169,7 +172,7 @@ def build_tiny_random_model(seed: int = 0, segmenter: str = "sam"):
         )
         prompt_dim = 32
     elif segmenter == "sam2":
-        seg_cfg = Sam2Config(SAM2_CONFIGS["sam2.1_hiera_t"], TINY_SAM2_OVERRIDES)
+        seg_cfg = Sam2Config(SAM2_CONFIGS["sam2.1_hiera_t"], TINY_SAM2_OVERRIDES, keep_memory=sam2_memory)
         prompt_dim = 256
     else:
         raise ValueError(f"segmenter must be 'sam' or 'sam2', got {segmenter!r}")

@@ -64,3 +64,24 @@ def test_config_weight_mismatch_is_reported(tiny_bundle, tmp_path):
     (d / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ModelFileError, match="do not match"):
         load_bundle(d)
+
+
+def test_tied_embeddings_round_trip(tmp_path):
+    """Qwen2.5-VL-3B ties lm_head to the input embeddings; the bundle stores them once."""
+    import copy
+
+    from lens_ros.model.lens import LensModel
+    from lens_ros.model.tiny import build_tiny_random_model
+
+    _, tokenizer, config = build_tiny_random_model(seed=5)
+    config = copy.deepcopy(config)
+    config.qwen["tie_word_embeddings"] = True
+    config.qwen["text_config"]["tie_word_embeddings"] = True
+    model = LensModel(config, tokenizer).eval()
+    qwen = model.mllm.model
+    assert qwen.lm_head.weight.data_ptr() == qwen.model.get_input_embeddings().weight.data_ptr()
+    again = load_bundle(save_bundle(tmp_path / "tied", model))
+    q2 = again.mllm.model
+    assert q2.lm_head.weight.data_ptr() == q2.model.get_input_embeddings().weight.data_ptr()
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k]), k

@@ -124,3 +124,36 @@ def test_components_preset_loads_qwen_sam_and_context(tiny_model, tmp_path, monk
     (root / "context_module.safetensors").unlink()
     with pytest.raises(ModelFileError, match="context_module.safetensors"):
         presets.load_model("lens-3b-sam-h", model_dir=root)
+
+
+def test_lens_release_with_official_sam2_memory_weights(tmp_path):
+    """Released weights + the memory modules of an official SAM 2 checkpoint file."""
+    from lens_ros.model.lens_release import load_lens_release
+    from lens_ros.model.sam2_backend import MEMORY_MODULES
+    from lens_ros.model.tiny import build_tiny_random_model
+
+    model, tokenizer, config = build_tiny_random_model(seed=4, segmenter="sam2", sam2_memory=True)
+    release = _write_release(model, tokenizer, tmp_path / "LENS")  # drops nothing: remove memory keys
+    index_path = release / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    from safetensors.torch import load_file, save_file
+
+    for shard in set(index["weight_map"].values()):
+        tensors = load_file(str(release / shard))
+        save_file(
+            {k: v for k, v in tensors.items() if not k.startswith(tuple("sam." + m for m in MEMORY_MODULES))},
+            str(release / shard),
+        )
+    index["weight_map"] = {
+        k: v for k, v in index["weight_map"].items() if not k.startswith(tuple("sam." + m for m in MEMORY_MODULES))
+    }
+    index_path.write_text(json.dumps(index))
+    official = tmp_path / "sam2_official.pt"
+    torch.save({"model": model.segmenter.sam.state_dict()}, official)
+    seg = config.segmenter
+    loaded = load_lens_release(
+        release, sam2_config=seg["config_file"], sam2_overrides=seg["overrides"], sam2_memory_checkpoint=official
+    )
+    assert loaded.segmenter.has_memory
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k

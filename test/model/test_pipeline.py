@@ -129,3 +129,22 @@ def test_bfloat16_pipeline_runs_with_float32_decoder(bundle, request, scene):
     assert result.masks.shape[1:] == scene.shape[:2]
     tracked, _ = pipe.track(scene, state)
     assert tracked.masks.shape[1:] == scene.shape[:2]
+
+
+def test_sam2_memory_tracking_without_mllm(tmp_path, scene, monkeypatch):
+    from lens_ros.model.sam2_backend import Sam2MemoryTracker
+    from lens_ros.model.tiny import build_tiny_random_bundle
+
+    bundle = build_tiny_random_bundle(tmp_path / "mem", seed=2, segmenter="sam2", sam2_memory=True)
+    pipe = Pipeline.from_pretrained(bundle, config=PipelineConfig(max_new_tokens=4))
+    _, state = pipe.segment(scene, "the red block")
+    memory = state.extras["sam2_memory"]
+    assert isinstance(memory, Sam2MemoryTracker) and 0 in memory.output_dict["cond_frame_outputs"]
+    monkeypatch.setattr(pipe.model.mllm, "generate", lambda *a, **k: pytest.fail("track ran the MLLM"))
+    monkeypatch.setattr(pipe.model.segmenter.sam, "max_obj_ptrs_in_encoder", 2)  # fewer frames to fill it
+    for shift in range(1, 10):
+        result, state = pipe.track(np.roll(scene, shift, axis=1), state)
+        assert result.tracked and result.masks.shape[1:] == scene.shape[:2]
+    # the memory bank stays bounded on an endless stream
+    keep = max(pipe.model.segmenter.sam.num_maskmem, pipe.model.segmenter.sam.max_obj_ptrs_in_encoder)
+    assert len(memory.output_dict["non_cond_frame_outputs"]) <= keep
