@@ -247,7 +247,12 @@ class LensBehaviour:
         self.get_logger().info(f"new instruction: {text[:200]!r}")
         frame = self._latest_frame
         if frame is not None and self.pipeline is not None:
-            self._slot.put(frame)  # answer on the newest frame without waiting for the next one
+            # Answer on the newest frame without waiting for the next one. That frame may
+            # already have been answered: "requeued" keeps the frame accounting exact
+            # (image_in + requeued = published + dropped + in flight).
+            self.stats.event("requeued")
+            if not self._slot.put(frame):
+                self.stats.drop("superseded")
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         changes = {}
