@@ -237,7 +237,7 @@ class LensBehaviour:
         elif len(text) > self.config.max_instruction_length:
             problem = f"instruction of {len(text)} characters exceeds max_instruction_length {self.config.max_instruction_length}"
         if problem:
-            self.stats.drop("bad_instruction")
+            self.stats.event("instruction_rejected")
             self._report_bad_input(self._latest_header(), msg.data[:200], problem)
             return
         with self._instruction_lock:
@@ -342,14 +342,14 @@ class LensBehaviour:
         depth_msg = self._depth.wait_nearest(stamp, cfg.sync_slop_s, cfg.sync_wait_s)
         info = self._info.nearest(stamp, cfg.sync_slop_s) or self._info.latest()
         if depth_msg is None or info is None:
-            self.stats.drop("depth_unmatched")
+            self.stats.event("depth_unmatched")
             return
         try:
             depth = geometry.depth_to_metres(image_to_numpy(depth_msg), depth_msg.encoding, cfg.depth_scale)
             decoded.k = geometry.intrinsics_for(np.asarray(info.k), (info.height, info.width), decoded.rgb.shape[:2])
             decoded.depth_m = geometry.resize_nearest(depth, decoded.rgb.shape[:2])
         except BadInputError as exc:
-            self.stats.drop("bad_depth")
+            self.stats.event("depth_rejected")
             self._note_error(f"depth ignored: {exc}")
             decoded.k = decoded.depth_m = None
 
@@ -362,7 +362,7 @@ class LensBehaviour:
         try:
             return geometry.principal_pose(points), (points, pixels)
         except BadInputError as exc:
-            self.stats.drop("no_depth_points")
+            self.stats.event("no_depth_points")
             self._note_error(f"no pose: {exc}")
             return None, None
 
@@ -532,7 +532,7 @@ class LensBehaviour:
         return response
 
     def _service_failure(self, response, status: int, text: str, header: Header | None = None):
-        self.stats.drop("service_rejected")
+        self.stats.event("service_rejected")
         self.get_logger().warning(f"~/segment: {text}", throttle_duration_sec=1.0)
         response.success = False
         response.message = messages.bounded(text, 1024)

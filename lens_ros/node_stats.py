@@ -10,7 +10,10 @@ WINDOW = 200  # samples kept per latency series
 
 
 class NodeStats:
-    """Thread-safe bookkeeping: event rates over a sliding window, latency percentiles, drop counts."""
+    """Thread-safe bookkeeping: event rates over a sliding window, latency percentiles, drop counts.
+
+    Frame accounting: image_in + requeued = published + dropped_total (+ at most one in flight).
+    """
 
     def __init__(self, rate_window_s: float = 5.0) -> None:
         self._lock = threading.Lock()
@@ -33,6 +36,7 @@ class NodeStats:
             self._latencies.setdefault(name, deque(maxlen=WINDOW)).append(float(ms))
 
     def drop(self, reason: str) -> None:
+        """A camera frame that got no answer (other rejections are ``event``s)."""
         with self._lock:
             self.drops[reason] += 1
 

@@ -183,6 +183,10 @@ def test_diagnostics_report_rates_and_drops(running, probe):
         assert key in values, f"{key} missing from diagnostics: {sorted(values)}"
     assert values["device"] == "cpu" and values["model_loaded"] == "True"
     assert float(values["image_in_hz"]) > 5.0
+    # Every frame is answered or dropped for a counted reason (at most one in flight).
+    received = int(values["image_in_count"]) + int(values.get("requeued_count", 0))
+    answered = int(values.get("published_count", 0)) + int(values["dropped_total"])
+    assert 0 <= received - answered <= 2, values
 
 
 def test_ground_truth_topic_describes_the_frame(running, probe):
