@@ -273,13 +273,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     json_path, md_path = write_report(out, answers, meta)
     print(f"[lens-demo] report: {md_path}\n[lens-demo] data:   {json_path}\n[lens-demo] overlays and logs in {out}")
-    if not tail_ok(answers):
-        print(f"[lens-demo] some instructions got no answer; node log: {out / 'logs' / 'nodes.log'}", file=sys.stderr)
+    if code or not answers or any(a.status == "no answer" for a in answers):
+        node_log = out / "logs" / "nodes.log"
+        tail = node_log.read_text(errors="replace").splitlines()[-15:]
+        print(f"[lens-demo] not every instruction was answered; end of {node_log}:", file=sys.stderr)
+        print("\n".join(tail), file=sys.stderr)
+        code = code or 1
     return code
-
-
-def tail_ok(answers: list[Answer]) -> bool:
-    return bool(answers) and all(a.status != "no answer" for a in answers)
 
 
 if __name__ == "__main__":
