@@ -74,11 +74,14 @@ class DecodedFrame:
 
 
 def resolve_device(device: str, dtype: str) -> tuple[str, str]:
-    """'auto' -> cuda when available (bfloat16 there, float32 on the CPU)."""
-    if device == "auto":
+    """'auto' -> cuda when available (bfloat16 there, float32 on the CPU); a missing GPU is a clear error."""
+    if device == "auto" or device.startswith("cuda"):
         import torch
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available here (use device:=cpu or auto)")
     if dtype == "auto":
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
     return device, dtype

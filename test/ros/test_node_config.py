@@ -58,3 +58,16 @@ def test_declared_parameters_have_descriptors_and_overrides_apply(rclpy_context)
         assert node.describe_parameter("min_score").floating_point_range[0].to_value == 1.0
     finally:
         node.destroy_node()
+
+
+def test_device_auto_picks_what_exists_and_a_missing_gpu_is_a_clear_error():
+    import torch
+
+    from lens_ros.node import resolve_device
+
+    device, dtype = resolve_device("auto", "auto")
+    assert (device, dtype) == (("cuda", "bfloat16") if torch.cuda.is_available() else ("cpu", "float32"))
+    assert resolve_device("cpu", "bfloat16") == ("cpu", "bfloat16")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda:0", "auto")
