@@ -108,3 +108,27 @@ def test_gradients_reach_queries_connector_and_mllm(tiny_model):
     ]:
         assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reached {name}"
     tiny_model.zero_grad(set_to_none=True)
+
+
+def test_decoding_loop_equals_transformers_generate(tiny_model):
+    inputs = tiny_model.prepare(_images(), ["red mug", "the blue cube left of the ball"])
+    ours = tiny_model.mllm.generate(inputs.mllm, GenerationSettings.greedy(12), engine="loop")
+    ref = tiny_model.mllm.generate(inputs.mllm, GenerationSettings.greedy(12), engine="hf")
+    assert torch.equal(ours.sequences, ref.sequences)
+    assert ours.completion_ids == ref.completion_ids
+    torch.testing.assert_close(
+        tiny_model.query_hidden_after_generation(ours, inputs.mllm),
+        tiny_model.query_hidden_after_generation(ref, inputs.mllm),
+    )
+
+
+def test_sampling_settings_restrict_the_candidates():
+    from lens_ros.model.mllm import sample_next_token
+
+    logits = torch.tensor([[5.0, 4.0, 0.0, -1.0, -2.0]]).repeat(200, 1)
+    torch.manual_seed(0)
+    top2 = sample_next_token(logits, GenerationSettings(do_sample=True, temperature=1.0, top_k=2, top_p=1.0))
+    assert set(top2.tolist()) == {0, 1}
+    nucleus = sample_next_token(logits, GenerationSettings(do_sample=True, temperature=1.0, top_k=0, top_p=0.5))
+    assert set(nucleus.tolist()) == {0}
+    assert sample_next_token(logits[:1], GenerationSettings()).item() == 0
