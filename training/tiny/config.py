@@ -8,12 +8,14 @@ from dataclasses import dataclass
 from lens_ros.model.sam_backend import SamConfig
 
 # The world renders 640x480 frames; the MLLM sees them resized by smart_resize with this
-# pixel budget (factor patch*merge = 16), i.e. 160x128 -> 20x16 patches -> 80 image tokens.
+# pixel budget (factor patch*merge = 16): any 4:3 frame -> 160x128 -> 20x16 patches ->
+# 80 image tokens (160*128 exactly would floor 480 px to 112 rows).
 MLLM_PATCH = 8
 MLLM_MERGE = 2
-MLLM_MAX_PIXELS = 160 * 128
+MLLM_MAX_PIXELS = 22_000
 MLLM_MIN_PIXELS = 16 * 16
 MLLM_IMAGE_HW = (128, 160)  # (h, w) for 4:3 frames
+MLLM_FRAME_SIZE = (320, 240)  # (W, H) the MLLM pre-training renders (then resized like at inference)
 NUM_MAX = 320  # numbers 0..NUM_MAX are single tokens (box coordinates)
 
 # The segmenter sees the frame with its longest side at 320 px (640x480 -> 320x240);
@@ -40,7 +42,7 @@ SAM_FRAME_SIZE = (320, 240)  # (W, H) the SAM pre-training renders directly
 class TinyMLLMConfig:
     """Numbers of the tiny Qwen2.5-VL (see ``training.tiny.model.build_tiny_qwen``)."""
 
-    vision_depth: int = 3
+    vision_depth: int = 2
     vision_hidden: int = 128
     vision_heads: int = 4
     vision_intermediate: int = 512
