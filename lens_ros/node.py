@@ -87,6 +87,18 @@ def resolve_device(device: str, dtype: str) -> tuple[str, str]:
     return device, dtype
 
 
+def clean_instruction(raw: str, max_length: int) -> tuple[str, str]:
+    """(instruction with whitespace and control characters collapsed, "" or why it is rejected)."""
+    if len(raw) > 4 * max_length:  # refuse before scanning megabytes
+        return "", f"instruction of {len(raw)} characters exceeds max_instruction_length {max_length}"
+    text = " ".join("".join(c if c.isprintable() else " " for c in raw).split())
+    if not text:
+        return "", "empty instruction"
+    if len(text) > max_length:
+        return "", f"instruction of {len(text)} characters exceeds max_instruction_length {max_length}"
+    return text, ""
+
+
 class LensBehaviour:
     """What the node does; mixed into a plain Node (``LensNode``) or a LifecycleNode."""
 
@@ -233,12 +245,7 @@ class LensBehaviour:
         self._info.add(stamp_to_s(msg.header.stamp), msg)
 
     def _on_instruction(self, msg: String) -> None:
-        text = " ".join(msg.data.split())  # collapse whitespace and control characters
-        problem = ""
-        if not text:
-            problem = "empty instruction"
-        elif len(text) > self.config.max_instruction_length:
-            problem = f"instruction of {len(text)} characters exceeds max_instruction_length {self.config.max_instruction_length}"
+        text, problem = clean_instruction(msg.data, self.config.max_instruction_length)
         if problem:
             self.stats.event("instruction_rejected")
             self._report_bad_input(self._latest_header(), msg.data[:200], problem)
@@ -486,13 +493,9 @@ class LensBehaviour:
     def _on_segment_service(self, request, response):
         """One-shot segmentation; does not change the instruction being tracked."""
         received = time.monotonic()
-        instruction = " ".join(request.instruction.split())
-        if not instruction or len(instruction) > self.config.max_instruction_length:
-            return self._service_failure(
-                response,
-                Segmentation.STATUS_BAD_INPUT,
-                f"instruction must have 1..{self.config.max_instruction_length} characters",
-            )
+        instruction, problem = clean_instruction(request.instruction, self.config.max_instruction_length)
+        if problem:
+            return self._service_failure(response, Segmentation.STATUS_BAD_INPUT, problem)
         msg = request.image
         if msg.width == 0 or msg.height == 0:
             if self._latest_frame is None:

@@ -71,3 +71,12 @@ def test_device_auto_picks_what_exists_and_a_missing_gpu_is_a_clear_error():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda:0", "auto")
+
+
+def test_instructions_are_cleaned_and_bounded():
+    from lens_ros.node import clean_instruction
+
+    assert clean_instruction("  the\tred\x00 cube\n", 512) == ("the red cube", "")
+    assert clean_instruction(" \n ", 512)[1] == "empty instruction"
+    assert "max_instruction_length 10" in clean_instruction("x" * 11, 10)[1]
+    assert "max_instruction_length 10" in clean_instruction("x" * 10_000_000, 10)[1]
