@@ -45,15 +45,19 @@ def _median_ms(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def load_pipeline(model: str, backend: str = "torch") -> tuple[Pipeline, str]:
-    """The requested model; a tiny random bundle when the embedded weights are not there."""
+def load_pipeline(model: str, backend: str = "torch") -> tuple[Pipeline, str, str]:
+    """(pipeline, description, model argument that loads it elsewhere).
+
+    A tiny random bundle stands in when the requested weights are not there, and the
+    description says so.
+    """
     try:
-        return Pipeline.from_pretrained(model, segmenter_backend=backend), model
+        return Pipeline.from_pretrained(model, segmenter_backend=backend), model, model
     except Exception as exc:  # noqa: BLE001 - report what was used instead
         from lens_ros.model.tiny import build_tiny_random_bundle
 
-        bundle = build_tiny_random_bundle(Path(tempfile.mkdtemp()) / "tiny", seed=0)
-        return Pipeline.from_pretrained(str(bundle), segmenter_backend=backend), f"tiny-random ({exc})"
+        bundle = str(build_tiny_random_bundle(Path(tempfile.mkdtemp()) / "tiny", seed=0))
+        return Pipeline.from_pretrained(bundle, segmenter_backend=backend), f"tiny-random ({exc})", bundle
 
 
 def naive_segment(pipe: Pipeline, image: np.ndarray, instruction: str, max_new_tokens: int):
@@ -197,7 +201,7 @@ def end_to_end(pipe: Pipeline, frames: list[np.ndarray]) -> list[dict]:
 
 def run(quick: bool, model: str = "lens-tiny") -> dict:
     torch.manual_seed(0)
-    pipe, used = load_pipeline(model)
+    pipe, used, _ = load_pipeline(model)
     repeats, count = (3, 4) if quick else (20, 30)
     frames = _frames((640, 480), count)
     part_rows = parts(pipe, frames, repeats)

@@ -18,6 +18,7 @@ import traceback
 # suite name -> module with run(quick: bool) -> {"columns": [...], "rows": [...], "note": str}
 SUITES = {
     "model": "bench.model_bench",
+    "ros": "bench.ros_bench",
     "transport": "bench.transport",
 }
 
