@@ -388,17 +388,8 @@ class LensBehaviour:
         pose, cloud = self._target_pose(decoded, mask) if usable else (None, None)
         mask_msg = messages.mask_image(mask, header)
         total_ms = (time.monotonic() - received) * 1000.0
-        seg = messages.segmentation_message(
-            header,
-            instruction,
-            result,
-            status=status,
-            status_text=status_text,
-            total_ms=total_ms,
-            poses=[pose],
-            mask_images=[mask_msg],
-        )
-        self.pub_segmentation.publish(seg)
+        answer = dict(status=status, status_text=status_text, total_ms=total_ms, poses=[pose], mask_images=[mask_msg])
+        self.pub_segmentation.publish(messages.segmentation_message(header, instruction, result, **answer))
         self.stats.event("published")
         self.stats.latency("total", total_ms)
         if cfg.publish_mask:
@@ -408,17 +399,19 @@ class LensBehaviour:
         label = result.labels[0] if result.labels else instruction
         if cfg.publish_overlay:
             box = result.boxes[0] if usable and result.boxes.shape[0] else None
+            score = float(result.scores[0]) if result.scores.size else None
+            note = "tracked" if result.tracked else ""
             overlay = visualization.draw_overlay(
-                decoded.rgb,
-                mask if usable else None,
-                box,
-                label,
-                float(result.scores[0]) if result.scores.size else None,
-                "tracked" if result.tracked else "",
-                cfg.overlay_alpha,
+                decoded.rgb, mask if usable else None, box, label, score, note, cfg.overlay_alpha
             )
             self.pub_overlay.publish(numpy_to_image(overlay, "rgb8", header))
-        if cfg.publish_markers and decoded.depth_m is not None:
+        if decoded.depth_m is not None:
+            self._publish_3d(decoded, pose, cloud, label)
+
+    def _publish_3d(self, decoded: DecodedFrame, pose, cloud, label: str) -> None:
+        """Markers (cleared when there is no pose), target pose and the object's coloured points."""
+        cfg, header = self.config, decoded.header
+        if cfg.publish_markers:
             self.pub_markers.publish(visualization.target_markers(header, pose, label))
         if pose is not None and cfg.publish_pose:
             self.pub_pose.publish(messages.pose_stamped(header, pose))
