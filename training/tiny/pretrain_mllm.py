@@ -240,6 +240,9 @@ def main(argv: list[str] | None = None) -> None:
     last_ckpt = last_eval = t_log = time.monotonic()
     acc: dict[str, list[float]] = defaultdict(list)
     sched.pause()
+    if sched.done:
+        log.info(f"budget of {cfg.minutes} min already spent at step {step}; nothing to do")
+        return
     for examples in loader:
         seeds.consumed += 1
         sched.tick()

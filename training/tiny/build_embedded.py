@@ -1,0 +1,170 @@
+"""Build the embedded LENS-tiny bundle from scratch on a CPU, one command:
+
+    python -m training.tiny.build_embedded --work runs/tiny --out lens_ros/weights/lens-tiny
+
+Chain (every step resumes or is skipped when its output exists):
+ 1. pre-training substitutes, run side by side: ``pretrain_sam`` (tiny SAM on the world's
+    masks) and ``pretrain_mllm`` (tiny Qwen2.5-VL SFT on rationales + boxes; it also writes
+    the word-level tokenizer);
+ 2. assemble the base LensModel (pretrained MLLM + SAM + a fresh ContextModule) -> <work>/base;
+ 3. stage 1 (``training.stage1``: context module only, BCE + Dice) -> <work>/stage1/final;
+ 4. stage 2 (``training.stage2``: GRPO + BCE/Dice, CoT format reward) -> <work>/stage2/final;
+ 5. evaluation on fresh val (seen compositions) and held-out (unseen compositions and
+    phrasings) scenes: the box-prompt baseline, stage 1 and stage 2 ->
+    training/results/embedded_model.json + .md;
+ 6. export of the best model on val as the shipped bundle (fp16 weights, < 25 MB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from training.tiny.config import TINY_SAM
+
+SYNTHETIC_FRAME = "320x240"  # 4:3 frames: the MLLM sees 160x128, SAM 320x240
+
+
+@dataclass
+class BuildConfig:
+    work: str = "runs/tiny"
+    out: str = "lens_ros/weights/lens-tiny"
+    results: str = "training/results/embedded_model"
+    sam_minutes: float = 55.0
+    mllm_minutes: float = 65.0
+    stage1_steps: int = 300
+    stage1_batch: int = 8
+    stage1_lr: float = 1e-3
+    stage2_steps: int = 30
+    stage2_lr: float = 1e-5
+    eval_samples: int = 48
+    threads: int = 2
+    skip: str = ""  # comma-separated steps to skip: pretrain,stage1,stage2,eval,export
+
+
+def run_pretraining(cfg: BuildConfig) -> None:
+    """Both substitutes at once (SAM on 1 thread, the MLLM on the rest); each resumes."""
+    work = Path(cfg.work)
+    env_cmd = [sys.executable, "-m"]
+    procs = [
+        subprocess.Popen([*env_cmd, "training.tiny.pretrain_sam", "--out", str(work / "sam"),
+                          "--minutes", str(cfg.sam_minutes), "--threads", "1"]),
+        subprocess.Popen([*env_cmd, "training.tiny.pretrain_mllm", "--out", str(work / "mllm"),
+                          "--minutes", str(cfg.mllm_minutes), "--threads", str(cfg.threads)]),
+    ]
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        raise RuntimeError(f"pre-training failed with exit codes {codes}")
+
+
+def context_config(hidden: int):
+    from lens_ros.model.context_module import ContextModuleConfig
+
+    # connector depth 2 (LENS: 4) keeps the bundle under 25 MB; the Conv1d over the 64
+    # queries alone is hidden^2 * 64 = 4.2 M parameters.
+    return ContextModuleConfig(hidden_size=hidden, num_queries=64, out_dim=TINY_SAM.prompt_embed_dim,
+                               connector_depth=2, connector_heads=4)
+
+
+def assemble_base(work: Path) -> Path:
+    """Pretrained MLLM + pretrained SAM + fresh context module -> bundle <work>/base."""
+    from safetensors.torch import load_file
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from lens_ros.model.bundle import save_bundle
+    from lens_ros.model.lens import LensConfig, LensModel
+    from lens_ros.model.mllm import load_tokenizer
+    from lens_ros.model.sam_backend import SamSegmenter
+    from training.tiny.pretrain_mllm import MLLMPretrainConfig, tiny_image_config
+
+    tokenizer = load_tokenizer(work / "mllm" / "tokenizer")
+    qwen = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(work / "mllm" / "qwen"), dtype=torch.float32)
+    seg = SamSegmenter(TINY_SAM)
+    seg.sam.load_state_dict(load_file(str(work / "sam" / "sam.safetensors")))
+    config = LensConfig(
+        qwen=qwen.config.to_dict(),
+        image=tiny_image_config(),
+        context=context_config(qwen.config.text_config.hidden_size),
+        segmenter_kind="sam",
+        segmenter=TINY_SAM.to_dict(),
+        cot=True,
+        max_new_tokens=MLLMPretrainConfig().max_new_tokens,
+    )
+    torch.manual_seed(0)
+    model = LensModel(config, tokenizer, qwen_model=qwen, segmenter=seg)
+    return save_bundle(work / "base", model, extra={"stage": "pretrained substitutes + fresh context module"})
+
+
+def run_stage1(cfg: BuildConfig, base: Path) -> Path:
+    from training.config import Stage1Config
+    from training.stage1 import train_stage1
+
+    out = Path(cfg.work) / "stage1"
+    s1 = Stage1Config(
+        out_dir=str(out), model=str(base), cot=True, data=f"synthetic:train:1000000:{SYNTHETIC_FRAME}",
+        batch_size=cfg.stage1_batch, max_steps=cfg.stage1_steps, lr=cfg.stage1_lr, warmup_steps=30,
+        min_lr_ratio=0.1, weight_decay=0.0, mixed_precision="no", num_threads=cfg.threads, ckpt_every=50,
+        log_every=10, tensorboard=True, progress=False, device="cpu",
+    )
+    train_stage1(s1)
+    return out / "final"
+
+
+def run_stage2(cfg: BuildConfig, base: Path, stage1: Path) -> Path:
+    from training.config import Stage2Config
+    from training.stage2 import train_stage2
+
+    out = Path(cfg.work) / "stage2"
+    s2 = Stage2Config(
+        out_dir=str(out), model=str(base), init_from=str(stage1), cot=True,
+        data=f"synthetic:train:1000000:{SYNTHETIC_FRAME}", batch_size=2, max_steps=cfg.stage2_steps,
+        lr=cfg.stage2_lr, group_size=4, max_new_tokens=72, beta=0.04, mixed_precision="no",
+        num_threads=cfg.threads, ckpt_every=10, log_every=1, progress=False, device="cpu",
+        # different data than stage 1 saw first
+        seed=1,
+    )
+    train_stage2(s2)
+    return out / "final"
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = BuildConfig()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    for name, value in cfg.__dict__.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    cfg = BuildConfig(**vars(parser.parse_args(argv)))
+    torch.set_num_threads(cfg.threads)
+    skip = set(filter(None, cfg.skip.split(",")))
+    work = Path(cfg.work)
+    t0 = time.time()
+    if "pretrain" not in skip:
+        run_pretraining(cfg)
+    base = work / "base"
+    if not (base / "config.json").is_file():
+        assemble_base(work)
+    stage1 = work / "stage1" / "final"
+    if "stage1" not in skip and not stage1.is_dir():
+        run_stage1(cfg, base)
+    stage2 = work / "stage2" / "final"
+    if "stage2" not in skip and not stage2.is_dir() and stage1.is_dir():
+        run_stage2(cfg, base, stage1)
+    from training.tiny.evaluate_tiny import evaluate_all, export_best
+
+    results = None
+    if "eval" not in skip:
+        results = evaluate_all(cfg, base, stage1, stage2)
+    if "export" not in skip:
+        export_best(cfg, base, stage1, stage2, results)
+    print(json.dumps({"minutes": round((time.time() - t0) / 60, 1)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
