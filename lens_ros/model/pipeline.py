@@ -113,7 +113,8 @@ class Pipeline:
         onnx_dir: str | Path | None = None,
     ) -> None:
         self.device = torch.device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
+        # "auto"/None keeps the precision the model was loaded in (a preset's choice)
+        self.dtype = model.mllm.dtype if dtype in (None, "", "auto") else resolve_dtype(dtype, self.device)
         self.model = model.to(self.device).cast(self.dtype).eval()
         self.config = config or PipelineConfig()
         self.segmenter = self.model.segmenter
@@ -141,7 +142,11 @@ class Pipeline:
         config: PipelineConfig | None = None,
         onnx_dir: str | Path | None = None,
     ) -> Pipeline:
-        """Load a preset name, bundle directory or LENS release directory (local files only)."""
+        """Load a preset name, bundle directory or LENS release directory (local files only).
+
+        dtype: "float32", "bfloat16", "float16", or "auto" (the preset's precision on CUDA,
+        float32 on the CPU).
+        """
         lens = load_model(model, model_dir=model_dir, device=device, dtype=dtype)
         return cls(
             lens, device=device, dtype=dtype, segmenter_backend=segmenter_backend, config=config, onnx_dir=onnx_dir

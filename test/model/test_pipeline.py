@@ -148,3 +148,8 @@ def test_sam2_memory_tracking_without_mllm(tmp_path, scene, monkeypatch):
     # the memory bank stays bounded on an endless stream
     keep = max(pipe.model.segmenter.sam.num_maskmem, pipe.model.segmenter.sam.max_obj_ptrs_in_encoder)
     assert len(memory.output_dict["non_cond_frame_outputs"]) <= keep
+
+
+def test_auto_dtype_keeps_the_loaded_precision(tiny_bundle):
+    pipe = Pipeline.from_pretrained(tiny_bundle, dtype="auto")
+    assert pipe.dtype == torch.float32 and pipe.model.mllm.dtype == torch.float32
