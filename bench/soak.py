@@ -130,7 +130,10 @@ def summarise(samples, outputs, statuses, errors, diag, minutes, instructions, f
 
     # Frame-level accounting from the node's own counters: every image it received was
     # published on, or dropped for a counted reason (depth-only drops still publish a mask).
+    # image_in + requeued (the newest frame re-answered for a new instruction) = published + dropped
     received = number("image_in_count")
+    if received is not None:
+        received += number("requeued_count") or 0.0
     published = number("published_count") or 0.0
     frame_drops = sum(float(v) for k, v in diag.items()
                       if k.startswith("dropped_") and k not in ("dropped_total", "dropped_superseded_total")
