@@ -19,6 +19,10 @@ class BadInputError(LensError, ValueError):
     """An image, depth map or instruction that cannot be processed."""
 
 
+class ConfigError(LensError, ValueError):
+    """A configuration file or override that cannot be used; the message says which key."""
+
+
 class ModelFileError(LensError, OSError):
     """A missing, corrupt or inconsistent model file; the message names the path."""
 
