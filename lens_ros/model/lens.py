@@ -266,7 +266,10 @@ class LensModel(nn.Module):
         emb_layer = self.mllm.model.model.get_input_embeddings()
         last = emb_layer(seq[:, -1:])
         new = torch.cat([last, self.context.queries(b).to(last.dtype)], 1)
+        cached = gen.cache.get_seq_length()
         hidden, _ = self.mllm.run_language_model(new, pos[:, :, -(q + 1) :], mask_x, cache=gen.cache, use_cache=True)
+        if hasattr(gen.cache, "crop"):  # leave the generation's cache as it was (re-usable)
+            gen.cache.crop(cached - gen.cache.get_seq_length())  # negative: tokens to drop
         return hidden[:, 1:]
 
     @torch.no_grad()

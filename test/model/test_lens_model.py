@@ -66,9 +66,13 @@ def test_kv_cache_continuation_equals_full_recompute(tiny_model):
     inputs = tiny_model.prepare(images, ["red mug", "the blue cube left of the ball"])
     torch.manual_seed(0)
     gen = tiny_model.mllm.generate(inputs.mllm, GenerationSettings.sampling(10))
+    length = gen.cache.get_seq_length()
+    assert length == gen.sequences.shape[1] - 1
     cached = tiny_model.query_hidden_after_generation(gen, inputs.mllm)
+    assert gen.cache.get_seq_length() == length  # the queries leave the cache as it was
     full = tiny_model.query_hidden_full(gen.sequences, gen.attention_mask, inputs.mllm)
     torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(tiny_model.query_hidden_after_generation(gen, inputs.mllm), cached)
     # and equals the teacher-forced forward given the same completion ids
     with torch.no_grad():
         tf = tiny_model(tiny_model.prepare(images[:1], ["red mug"], [gen.completion_ids[0]]))
