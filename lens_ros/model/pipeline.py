@@ -241,20 +241,18 @@ class Pipeline:
         box_prompt = parsed_box if (self.config.use_box_prompt and parsed_box is not None) else None
         emb: ImageEmbedding = encoded["emb"]  # type: ignore[assignment]
         decoded = self._decode(emb, prompt_tokens, box_prompt, timings)
-        result = self._result(decoded, expression, timings)
+        result = self._result(decoded, expression, timings, fallback_box=parsed_box)
         result.rationale = parsed.think or (parsed.answer if parsed.box is None else "")
         result.answer = text
         result.parsed_box = parsed_box
         result.parse_error = parse_error
-        if result.masks.shape[0] == 0 and parsed_box is not None:
-            result.boxes = parsed_box[None]
         timings.total_ms = (time.perf_counter() - t_start) * 1000
         state = TrackState(
             instruction=expression,
             prompt_tokens=prompt_tokens.detach(),
             rationale=result.rationale,
             answer=text,
-            last_box=result.boxes[0].copy() if result.boxes.shape[0] else None,
+            last_box=result.boxes[0].copy() if result.boxes.shape[0] else None,  # mask's, else MLLM's
             last_hw=(h, w),
         )
         memory = self._memory_tracker()
@@ -281,12 +279,23 @@ class Pipeline:
         timings.decoder_ms = (time.perf_counter() - t0) * 1000
         return out
 
-    def _result(self, out: DecodeOutput, label: str, timings: Timings) -> SegmentationResult:
-        """Threshold the mask logits; an empty mask gives zero objects."""
+    def _result(
+        self, out: DecodeOutput, label: str, timings: Timings, fallback_box: np.ndarray | None = None
+    ) -> SegmentationResult:
+        """Threshold the mask logits. An empty mask gives one object with the MLLM's box
+        (``fallback_box``, score 0) when there is one, else zero objects."""
         logits = out.mask_logits[0, 0].float().cpu().numpy()
         score = float(out.iou_scores[0, 0].float().clamp(0, 1).cpu())
         mask = logits > self.config.mask_threshold
         mbox = mask_box(mask)
+        if mbox is None and fallback_box is not None:
+            return SegmentationResult(
+                masks=mask[None],
+                boxes=np.asarray(fallback_box, np.float32)[None],
+                scores=np.zeros((1,), np.float32),
+                labels=[label],
+                timings=timings,
+            )
         if mbox is None:
             h, w = mask.shape
             return SegmentationResult(
@@ -335,6 +344,7 @@ class Pipeline:
         result.rationale = state.rationale
         result.answer = state.answer
         timings.total_ms = (time.perf_counter() - t_start) * 1000
-        new_box = result.boxes[0].copy() if result.boxes.shape[0] else state.last_box
-        new_hw = (h, w) if result.boxes.shape[0] else state.last_hw
+        found = not result.empty
+        new_box = result.boxes[0].copy() if found else state.last_box
+        new_hw = (h, w) if found else state.last_hw
         return result, replace(state, last_box=new_box, last_hw=new_hw, frames_tracked=state.frames_tracked + 1)

@@ -153,3 +153,18 @@ def test_sam2_memory_tracking_without_mllm(tmp_path, scene, monkeypatch):
 def test_auto_dtype_keeps_the_loaded_precision(tiny_bundle):
     pipe = Pipeline.from_pretrained(tiny_bundle, dtype="auto")
     assert pipe.dtype == torch.float32 and pipe.model.mllm.dtype == torch.float32
+
+
+def test_empty_mask_reports_the_mllm_box(pipe, scene, monkeypatch):
+    """mask threshold above every logit: no mask, the parsed box is the object's box."""
+    from lens_ros.model import prompts
+
+    monkeypatch.setattr(pipe.config, "mask_threshold", 1e9)
+    monkeypatch.setattr(
+        prompts, "parse_answer", lambda text: prompts.ParsedAnswer("", "[1,2,3,4]", (8.0, 6.0, 40.0, 30.0), False, "")
+    )
+    result, state = pipe.segment(scene, "the red block")
+    assert result.empty and result.masks.shape == (1, *scene.shape[:2])
+    assert result.parse_error == "" and result.scores.tolist() == [0.0]
+    np.testing.assert_allclose(result.boxes[0], result.parsed_box)
+    assert state.last_box is not None
