@@ -86,3 +86,19 @@ def test_segment_service_with_the_real_model(running, probe):
     result = future.result().result
     assert result.status in ANSWERED, result.status_text
     assert image_to_numpy(result.objects[0].mask).shape == (64, 96)
+
+
+@pytest.mark.slow
+def test_onnx_segmenter_backend_parameter_reaches_the_pipeline(launcher, probe, tiny_bundle):
+    from training.data.synthetic_world import SceneAnimator
+
+    spec = next(s for s in node_specs({"preset": str(tiny_bundle), "device": "cpu"}) if s.name == "lens_node")
+    launcher.start([dataclasses.replace(spec, parameters={**spec.parameters, "segmenter_backend": "onnx"})])
+    image = SceneAnimator(4, size=(96, 64)).frame(0.0).image
+    client = probe.node.create_client(Segment, "/lens_node/segment")
+    probe.spin_until(client.service_is_ready, 120, "the ~/segment service (after the ONNX export)")
+    future = client.call_async(Segment.Request(instruction="the cup", image=numpy_to_image(image, "rgb8")))
+    probe.spin_until(future.done, 90, "the service response")
+    result = future.result().result
+    assert result.status in ANSWERED, result.status_text
+    assert image_to_numpy(result.objects[0].mask).shape == (64, 96)
