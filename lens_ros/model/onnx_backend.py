@@ -5,8 +5,9 @@ Exported graphs (opset 17, float32):
                    -> (low_res_logits (B, 1, h, w), iou (B, 1))
                    sparse_prompt = [box corner tokens] + LENS context prompt tokens; the dense
                    "no mask" embedding and the positional encoding are constants of the graph.
-    encoder.onnx   (image (1, 3, S, S) preprocessed) -> image_embed; SAM only (SAM 2's Hiera
-                   stays in torch: its windowed attention does not export cleanly).
+    encoder.onnx   (image (1, 3, S, S) preprocessed) -> image_embed [, high_res_0, high_res_1]
+                   (SAM, and SAM 2 without memory modules; with memory the torch encoder
+                   also yields the memory path's inputs, so it stays in torch).
 Box-token embedding and the final upscaling to the input resolution stay in torch: they
 are a few element-wise operations whose shapes depend on the prompt and the image size.
 
@@ -60,12 +61,18 @@ class _DecoderGraph(nn.Module):
 
 
 class _EncoderGraph(nn.Module):
+    """Preprocessed image -> the embedding features the decoder graph takes."""
+
     def __init__(self, segmenter: Segmenter) -> None:
         super().__init__()
-        self.encoder = segmenter.sam.image_encoder
+        self.segmenter = segmenter
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.encoder(image)
+    def forward(self, image: torch.Tensor):
+        feats = self.segmenter.encode_batch(image, [(1, 1)], [(1, 1)])[0].features
+        return tuple(feats[name] for name in ENCODER_OUTPUTS[self.segmenter.kind])
+
+
+ENCODER_OUTPUTS = {"sam": ("image_embed",), "sam2": ("image_embed", "high_res_0", "high_res_1")}
 
 
 def fingerprint(segmenter: Segmenter) -> str:
@@ -109,14 +116,14 @@ def export_segmenter(segmenter: Segmenter, out_dir: str | Path, export_encoder: 
             opset_version=OPSET,
             dynamo=False,
         )
-        has_encoder = export_encoder and seg.kind == "sam"
+        has_encoder = export_encoder and not getattr(seg, "has_memory", False)
         if has_encoder:
             torch.onnx.export(
                 _EncoderGraph(seg),
                 (image,),
                 str(out / ENCODER_FILE),
                 input_names=["image"],
-                output_names=["image_embed"],
+                output_names=list(ENCODER_OUTPUTS[seg.kind]),
                 opset_version=OPSET,
                 dynamo=False,
             )
@@ -137,8 +144,8 @@ def providers_for(device: torch.device | str) -> list[str]:
 class OnnxSegmenter:
     """``Segmenter``-compatible inference on onnxruntime sessions (no autograd).
 
-    Keeps the torch segmenter for preprocessing, box-token embedding, SAM 2's encoder and
-    upscaling; decoder (and SAM's encoder) run in onnxruntime.
+    Keeps the torch segmenter for preprocessing, box-token embedding and upscaling (and
+    the encoder of a SAM 2 with memory); decoder and encoder run in onnxruntime.
     """
 
     def __init__(self, segmenter: Segmenter, onnx_dir: Path, device: torch.device | str = "cpu") -> None:
@@ -201,8 +208,9 @@ class OnnxSegmenter:
             emb = self.torch_segmenter.encode(image)
             return emb.to("cpu", torch.float32)
         tensor, input_size = self.preprocess(image)
-        (embed,) = self.encoder.run(None, {"image": tensor[None].float().numpy()})
-        return ImageEmbedding({"image_embed": torch.from_numpy(embed)}, tuple(image.shape[:2]), input_size)
+        outputs = self.encoder.run(None, {"image": tensor[None].float().numpy()})
+        feats = {name: torch.from_numpy(o) for name, o in zip(ENCODER_OUTPUTS[self.kind], outputs, strict=True)}
+        return ImageEmbedding(feats, tuple(image.shape[:2]), input_size)
 
     @torch.no_grad()
     def decode(
