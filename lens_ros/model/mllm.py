@@ -39,12 +39,18 @@ class ImageConfig:
     @classmethod
     def from_preprocessor_config(cls, path: str | Path, max_pixels: int | None = None) -> ImageConfig:
         """Read patch/merge/temporal sizes from a Qwen ``preprocessor_config.json``."""
-        data = json.loads(Path(path).read_text())
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelFileError(f"{path}: cannot read the image processor config ({exc})") from exc
+        size = data.get("size") if isinstance(data.get("size"), dict) else {}
+        min_pixels = data.get("min_pixels", size.get("shortest_edge", vision_input.QWEN_MIN_PIXELS))
         return cls(
             patch_size=int(data.get("patch_size", 14)),
             merge_size=int(data.get("merge_size", 2)),
             temporal_patch_size=int(data.get("temporal_patch_size", 2)),
-            min_pixels=int(data.get("min_pixels", vision_input.QWEN_MIN_PIXELS)),
+            min_pixels=int(min_pixels),
+            # LENS caps the MLLM's image at 1M pixels whatever the processor allows
             max_pixels=int(max_pixels or vision_input.LENS_MAX_PIXELS),
         )
 

@@ -73,3 +73,30 @@ def test_pack_image_rejects_bad_arrays():
         pack_image(np.zeros((10, 10, 3), np.float32))
     with pytest.raises(BadInputError):
         pack_image(np.zeros((0, 10, 3), np.uint8))
+
+
+def test_image_config_from_qwen_preprocessor_files(tmp_path):
+    import json
+
+    from lens_ros.model.mllm import ImageConfig
+
+    old = tmp_path / "old.json"
+    old.write_text(
+        json.dumps(
+            {"patch_size": 14, "merge_size": 2, "temporal_patch_size": 2, "min_pixels": 3136, "max_pixels": 12845056}
+        )
+    )
+    new = tmp_path / "new.json"
+    new.write_text(
+        json.dumps(
+            {
+                "patch_size": 14,
+                "merge_size": 2,
+                "temporal_patch_size": 2,
+                "size": {"shortest_edge": 3136, "longest_edge": 12845056},
+            }
+        )
+    )
+    for path in (old, new):
+        cfg = ImageConfig.from_preprocessor_config(path)
+        assert (cfg.patch_size, cfg.min_pixels, cfg.max_pixels) == (14, 3136, 1_000_000)
