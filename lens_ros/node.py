@@ -370,11 +370,14 @@ class LensBehaviour:
         cfg = self.config
         points, pixels = geometry.masked_points(mask, decoded.depth_m, decoded.k, cfg.min_depth_m, cfg.max_depth_m)
         try:
-            return geometry.principal_pose(points), (points, pixels)
+            pose = geometry.principal_pose(points)
         except BadInputError as exc:
             self.stats.event("no_depth_points")
             self._note_error(f"no pose: {exc}")
             return None, None
+        if cfg.pose_position == "centre":
+            pose = geometry.behind_visible_surface(pose)
+        return pose, (points, pixels)
 
     # -- outputs --------------------------------------------------------------------------
     def _publish_result(

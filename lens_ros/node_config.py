@@ -65,6 +65,12 @@ class NodeConfig:
     publish_markers: bool = _param(True, "Publish ~/markers (MarkerArray) when a 3D pose is known", runtime=True)
     publish_pose: bool = _param(True, "Publish ~/target_pose when depth and camera_info are available", runtime=True)
     publish_cloud: bool = _param(True, "Publish ~/target_cloud (the object's points)", runtime=True)
+    pose_position: str = _param(
+        "surface",
+        "Target position: surface (centroid of the visible points) or centre (moved back by half the object's depth)",
+        runtime=True,
+        choices=("surface", "centre"),
+    )
     overlay_alpha: float = _param(0.5, "Mask opacity in ~/overlay", runtime=True, low=0.0, high=1.0)
     max_cloud_points: int = _param(
         20000, "Subsample ~/target_cloud to at most this many points", runtime=True, low=1, high=10_000_000

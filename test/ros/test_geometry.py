@@ -64,3 +64,18 @@ def test_a_flat_square_gives_its_plane_normal_and_size():
     assert np.allclose(np.abs(pose.axes[:, 0]), [0, 1, 0], atol=1e-6)
     assert pose.extent[0] == pytest.approx(0.78, abs=0.03) and pose.extent[1] == pytest.approx(0.38, abs=0.03)
     assert pose.extent[2] < 1e-6 and pose.position[2] == pytest.approx(2.0)
+
+
+def test_centre_estimate_is_closer_to_the_object_centre_than_the_surface_centroid():
+    surface, centre = [], []
+    for seed in range(6):
+        frame = SceneAnimator(seed, size=(320, 240)).frame(1.0)
+        k = ros_intrinsics(frame.K)
+        for obj in frame.objects:
+            if obj.visible_fraction < 0.6:
+                continue
+            pose = geometry.principal_pose(geometry.masked_points(obj.mask, frame.depth, k)[0])
+            surface.append(np.linalg.norm(pose.position - obj.center))
+            centre.append(np.linalg.norm(geometry.behind_visible_surface(pose).position - obj.center))
+    assert np.mean(centre) < 0.7 * np.mean(surface), (np.mean(surface), np.mean(centre))
+    assert max(centre) < 0.035
