@@ -2,6 +2,7 @@
 
 Single process:  lens-train stage1 --config config/training/stage1_tiny.yaml max_steps=50
 Several GPUs:    torchrun --nproc_per_node 8 -m training.cli stage2 --config config/training/stage2.yaml
+3B, sharded:     ... --config config/training/stage2.yaml --config config/training/fsdp_3b.yaml
 A run whose out_dir holds a checkpoint resumes from it (``resume=false`` starts over).
 """
 
@@ -17,7 +18,8 @@ from training.config import Stage1Config, Stage2Config, config_to_dict, load_con
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lens-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", choices=["stage1", "stage2"])
-    parser.add_argument("--config", default=None, help="YAML file of the stage's config (flat key: value)")
+    parser.add_argument("--config", action="append", default=None,
+                        help="YAML file of the stage's config (flat key: value); repeat to layer files")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. lr=1e-4 max_steps=10")
     args = parser.parse_args(argv)

@@ -40,6 +40,9 @@ class TrainConfig:
     max_steps: int = 100  # optimizer steps; <= 0 derives them from epochs
     epochs: float = 1.0
     num_workers: int = 0
+    # processes (under torchrun): "ddp" replicates the model, "fsdp" shards it (the 3B model)
+    distributed: str = "ddp"
+    fsdp_wrap: str = "Qwen2_5_VLDecoderLayer,Qwen2_5_VLVisionBlock"  # classes that become FSDP units
     # optimisation
     lr: float = 3e-5
     min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
@@ -184,13 +187,16 @@ def config_from_dict(cls: type[C], values: dict[str, Any]) -> C:
     return cls(**kwargs)
 
 
-def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
-    """Defaults of ``cls`` <- YAML file (flat mapping) <- key=value overrides, in that order."""
+def load_config(
+    cls: type[C], path: str | Path | list[str | Path] | None = None, overrides: list[str] | None = None
+) -> C:
+    """Defaults of ``cls`` <- YAML file(s) (flat mappings, later files win) <- key=value overrides."""
     values: dict[str, Any] = {}
-    if path:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
+    paths = path if isinstance(path, list) else ([path] if path else [])
+    for one in paths:
+        loaded = yaml.safe_load(Path(one).read_text()) or {}
         if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: a config file is a flat mapping of key: value")
+            raise ValueError(f"{one}: a config file is a flat mapping of key: value")
         values.update(loaded)
     for text in overrides or []:
         key, value = parse_override(text)

@@ -14,6 +14,7 @@ killed-and-resumed run end bit-identical to an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +23,11 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
 
 from training.config import TrainConfig, config_to_dict
 from training.data.dataset import SegmentationDataset, collate
+from training.fsdp import apply_full_state, clip_grad_norm, export_copy, full_weights, gathered, optimizer_shard_name, wrap_fsdp
 from training.runtime import (
     DistributedContext,
     ResumableBatches,
@@ -41,6 +44,19 @@ from training.runtime import (
     total_steps,
     trainable_state_dict,
 )
+
+
+class BatchIndices:
+    """Batch sampler continuing ``batches`` from its current position (read once, at start)."""
+
+    def __init__(self, batches: ResumableBatches):
+        self.batches, self.start = batches, batches.consumed
+
+    def __iter__(self):
+        index = self.start
+        while True:
+            yield self.batches.batch(index)
+            index += 1
 
 
 class Objective(Protocol):
@@ -82,8 +98,9 @@ def train(
 ) -> TrainResult:
     """Run ``cfg.max_steps`` optimizer steps of ``objective`` on ``dataset``.
 
-    save_final(objective, directory) writes the final weights (the stage's export); the
-    trainable parameters are always saved too, as <out_dir>/final/trainable.safetensors.
+    save_final(lens_model, directory) writes the final model (the stage's export); the
+    trainable parameters are always saved too, as <out_dir>/final/trainable.safetensors,
+    with the run's config as train_config.json.
     """
     out_dir = Path(cfg.out_dir)
     ckpt_dir = out_dir / "checkpoints"
@@ -91,28 +108,54 @@ def train(
     params = [p for p in objective.parameters() if p.requires_grad]
     if not params:
         raise ValueError(f"{tag}: nothing to train (no parameter requires grad)")
+    trainable = {n for n, p in objective.named_parameters() if p.requires_grad}
+    amp = autocast_dtype(cfg.mixed_precision, device)
     model = objective
-    if dist_ctx.enabled:
+    sharded = dist_ctx.enabled and cfg.distributed == "fsdp"
+    if sharded:
+        model = wrap_fsdp(objective, device, cfg.fsdp_wrap, amp)
+        params = [p for p in model.parameters() if p.requires_grad]
+    elif dist_ctx.enabled:
         ids = [device.index] if device.type == "cuda" else None
         model = DDP(objective, device_ids=ids, find_unused_parameters=find_unused_parameters)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     batches = ResumableBatches(len(dataset), cfg.batch_size, cfg.seed, dist_ctx.rank, dist_ctx.world_size)
     steps = total_steps(cfg.max_steps, cfg.epochs, batches.batches_per_epoch, cfg.grad_accum)
     scheduler = cosine_schedule(optimizer, cfg.warmup_steps, steps, cfg.min_lr_ratio)
-    amp = autocast_dtype(cfg.mixed_precision, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16 and not sharded)
+
+    def checkpoint(step: int) -> None:
+        weights, optimizer_state, shards = None, None, None
+        if sharded:  # all ranks gather the weights; each writes its own optimizer shard
+            weights, optimizer_state = full_weights(model, trainable), {"sharded": True}
+            staging = ckpt_dir / f".shards-{step:08d}"
+            staging.mkdir(parents=True, exist_ok=True)
+            torch.save(optimizer.state_dict(), staging / optimizer_shard_name(dist_ctx.rank))
+            dist_ctx.barrier()
+            shards = sorted(staging.glob("optimizer-rank*.pt"))
+        if dist_ctx.is_main:
+            save_checkpoint(ckpt_dir, step, objective, optimizer, scheduler, batches, config_to_dict(cfg),
+                            cfg.keep_checkpoints, weights=weights, optimizer_state=optimizer_state, extra_files=shards)
+            if shards:
+                staging.rmdir()
+        dist_ctx.barrier()
 
     step = 0
     resume_from = latest_checkpoint(ckpt_dir) if cfg.resume else None
     if resume_from is not None:
-        step = int(load_checkpoint(resume_from, objective, optimizer, scheduler, batches)["step"])
+        apply = apply_full_state(model, optimizer, dist_ctx.rank) if sharded else None
+        step = int(load_checkpoint(resume_from, objective, optimizer, scheduler, batches, apply)["step"])
         if dist_ctx.is_main:
             print(f"{tag}: resumed from {resume_from} at step {step}")
 
     logger = ScalarLogger(out_dir / "tensorboard", cfg.tensorboard and dist_ctx.is_main)
     bar = progress(steps, step, cfg.progress and dist_ctx.is_main, tag)
     history: list[dict[str, float]] = []
-    batch_iter = iter(batches)
+    # samples are loaded (and synthesised) in worker processes; the position is counted here
+    loader = DataLoader(dataset, batch_sampler=BatchIndices(batches), collate_fn=collate,
+                        num_workers=cfg.num_workers, prefetch_factor=2 if cfg.num_workers > 0 else None,
+                        generator=torch.Generator().manual_seed(cfg.seed))  # own RNG: keeps the global one exact
+    batch_iter = iter(loader)
     started = time.perf_counter()
     steps_run = 0
 
@@ -121,8 +164,10 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         for micro in range(cfg.grad_accum):
-            batch = collate([dataset[i] for i in next(batch_iter)])
-            inputs = objective.prepare(batch)
+            batch = next(batch_iter)
+            batches.consumed += 1
+            with gathered(model):  # rollouts and frozen parts need whole weights under FSDP
+                inputs = objective.prepare(batch)
             # DDP averages gradients across processes only on the last micro-step
             last = micro == cfg.grad_accum - 1
             sync = contextlib.nullcontext() if (last or not dist_ctx.enabled) else model.no_sync()
@@ -133,7 +178,7 @@ def train(
             for name, value in scalars.items():
                 sums[name] = sums.get(name, 0.0) + float(value) / cfg.grad_accum
         scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        grad_norm = clip_grad_norm(model, params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
@@ -148,21 +193,25 @@ def train(
             logger.log(scalars, step)
             bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in scalars.items() if not k.endswith("lr")}, refresh=False)
         bar.update(1)
-        if cfg.ckpt_every > 0 and step % cfg.ckpt_every == 0 and step < steps and dist_ctx.is_main:
-            save_checkpoint(ckpt_dir, step, objective, optimizer, scheduler, batches, config_to_dict(cfg), cfg.keep_checkpoints)
-        if cfg.ckpt_every > 0 and step % cfg.ckpt_every == 0:
-            dist_ctx.barrier()
+        if cfg.ckpt_every > 0 and step % cfg.ckpt_every == 0 and step < steps:
+            checkpoint(step)
 
     seconds = time.perf_counter() - started
     bar.close()
     logger.close()
     final_dir = out_dir / "final"
+    if sharded:  # gather the shards into a plain model on rank 0
+        weights = full_weights(model, trainable)
+        final_model = export_copy(model, objective.model, cfg)
+    else:
+        weights, final_model = trainable_state_dict(objective), getattr(objective, "model", objective)
     if dist_ctx.is_main:
         from safetensors.torch import save_file
 
         final_dir.mkdir(parents=True, exist_ok=True)
-        save_file(trainable_state_dict(objective), str(final_dir / "trainable.safetensors"))
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(final_dir / "trainable.safetensors"))
+        (final_dir / "train_config.json").write_text(json.dumps(config_to_dict(cfg), indent=2, default=str))
         if save_final is not None:
-            save_final(objective, final_dir)
+            save_final(final_model, final_dir)
     dist_ctx.barrier()
     return TrainResult(steps=step, final_dir=final_dir, history=history, seconds=seconds)

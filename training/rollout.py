@@ -101,6 +101,7 @@ class HFRolloutEngine(RolloutEngine):
                 top_p=settings.top_p,
                 top_k=settings.top_k,
             ),
+            engine="hf",  # transformers' generate honours generation_config.suppress_tokens
         )
         ids = [c if c else [self.mllm.eos_ids[0]] for c in generation.completion_ids]
         return Rollouts(completion_ids=ids, texts=generation.texts)

@@ -226,22 +226,28 @@ def save_checkpoint(
     config: dict[str, Any],
     keep: int = 2,
     extra: dict[str, Any] | None = None,
+    weights: dict[str, torch.Tensor] | None = None,
+    optimizer_state: dict[str, Any] | None = None,
+    extra_files: list[Path] | None = None,
 ) -> Path:
     """Write <directory>/step-<N>/ {model.safetensors, state.pt, config.json} atomically.
 
     The step folder is written under a temporary name and renamed, then ``latest`` (a text
     file naming it) is replaced atomically, so a process killed at any moment leaves the
-    previous checkpoint intact.
+    previous checkpoint intact. ``weights`` / ``optimizer_state`` replace the model's trainable
+    parameters and ``optimizer.state_dict()`` when given (FSDP gathers them first);
+    ``extra_files`` (per-process optimizer shards) are moved into the step folder.
     """
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"step-{step:08d}"
     tmp = directory / f".tmp-step-{step:08d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file(trainable_state_dict(model), str(tmp / "model.safetensors"))
+    weights = weights if weights is not None else trainable_state_dict(model)
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors"))
     state = {
         "step": step,
-        "optimizer": optimizer.state_dict(),
+        "optimizer": optimizer_state if optimizer_state is not None else optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "batches": batches.state_dict(),
         "rng": rng_state(),
@@ -249,6 +255,8 @@ def save_checkpoint(
     }
     torch.save(state, tmp / "state.pt")
     (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    for file in extra_files or []:
+        os.replace(file, tmp / file.name)
     _fsync_dir(tmp)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -286,12 +294,19 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     batches: ResumableBatches,
+    apply_state: Any = None,
 ) -> dict[str, Any]:
-    """Restore everything ``save_checkpoint`` wrote; returns the state (step, extra)."""
+    """Restore everything ``save_checkpoint`` wrote; returns the state (step, extra).
+
+    apply_state(weights, optimizer_state, path) replaces the default weight/optimizer loading (FSDP).
+    """
     weights = load_file(str(path / "model.safetensors"))
-    load_trainable_weights(model, weights)
     state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
+    if apply_state is not None:
+        apply_state(weights, state["optimizer"], path)
+    else:
+        load_trainable_weights(model, weights)
+        optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     batches.load_state_dict(state["batches"])
     set_rng_state(state["rng"])

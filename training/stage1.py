@@ -87,11 +87,11 @@ class Stage1Objective(nn.Module):
                       "mask_iou": sum(ious) / len(ious)}
 
 
-def export_stage(objective: nn.Module, directory) -> None:
+def export_stage(model: nn.Module, directory) -> None:
     """Write the trained LensModel as a model bundle in ``directory``."""
     from training.export import export_bundle
 
-    export_bundle(objective.model, directory)
+    export_bundle(model, directory)
 
 
 def train_stage1(

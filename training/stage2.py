@@ -182,10 +182,11 @@ class Stage2Objective(nn.Module):
         return loss, scalars
 
 
-def export_stage(objective: nn.Module, directory) -> None:
+def export_stage(model: nn.Module, directory) -> None:
+    """Write the trained LensModel (LoRA merged) as a model bundle in ``directory``."""
     from training.export import export_bundle
 
-    export_bundle(objective.model, directory)
+    export_bundle(model, directory)
 
 
 def train_stage2(

@@ -27,8 +27,13 @@ def test_unknown_key_and_wrong_type_are_errors(tmp_path):
         load_config(Stage1Config, None, ["max_steps"])
 
 
-@pytest.mark.parametrize("name", ["stage1.yaml", "stage1_tiny.yaml", "stage2.yaml", "stage2_tiny.yaml"])
+@pytest.mark.parametrize("name", ["stage1.yaml", "stage1_tiny.yaml", "stage2.yaml", "stage2_tiny.yaml", "fsdp_3b.yaml"])
 def test_shipped_configs_load(name):
-    cls = Stage1Config if name.startswith("stage1") else Stage2Config
+    cls = Stage1Config if name.startswith("stage1") else Stage2Config  # fsdp_3b layers over either
     cfg = load_config(cls, CONFIG_DIR / name)
     assert cfg.max_steps > 0 or cfg.epochs > 0
+
+
+def test_config_files_layer_in_order():
+    cfg = load_config(Stage2Config, [CONFIG_DIR / "stage2.yaml", CONFIG_DIR / "fsdp_3b.yaml"], ["group_size=4"])
+    assert cfg.distributed == "fsdp" and cfg.lr == 3e-6 and cfg.group_size == 4 and cfg.mixed_precision == "bf16"
