@@ -16,10 +16,16 @@ from training.config import Stage1Config, Stage2Config, config_to_dict, load_con
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lens-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="lens-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("stage", choices=["stage1", "stage2"])
-    parser.add_argument("--config", action="append", default=None,
-                        help="YAML file of the stage's config (flat key: value); repeat to layer files")
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=None,
+        help="YAML file of the stage's config (flat key: value); repeat to layer files",
+    )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. lr=1e-4 max_steps=10")
     args = parser.parse_args(argv)
@@ -40,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         from training.stage2 import train_stage2
 
         result = train_stage2(cfg)
-    print(f"{args.stage}: {result.steps} steps, {result.steps_per_second:.2f} steps/s, final weights in {result.final_dir}")
+    print(
+        f"{args.stage}: {result.steps} steps, {result.steps_per_second:.2f} steps/s, final weights in {result.final_dir}"
+    )
     return 0
 
 

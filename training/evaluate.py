@@ -27,7 +27,7 @@ from lens_ros.model.mllm import GenerationSettings
 from lens_ros.model.prompts import parse_answer
 from lens_ros.model.vision_input import scale_box
 from training.config import EvalConfig
-from training.data.dataset import SegmentationDataset, Sample
+from training.data.dataset import Sample, SegmentationDataset
 from training.metrics import SegmentationMeter
 from training.rewards import box_iou
 
@@ -62,7 +62,11 @@ def _group_keys(sample: Sample) -> list[str]:
 
 
 def evaluate_dataset(
-    model: nn.Module, dataset: SegmentationDataset, batch_size: int = 8, limit: int = 0, cot: bool = False,
+    model: nn.Module,
+    dataset: SegmentationDataset,
+    batch_size: int = 8,
+    limit: int = 0,
+    cot: bool = False,
     max_new_tokens: int = 128,
 ) -> dict[str, Any]:
     """gIoU, cIoU, Pr@0.5/0.7/0.9, parse rate, box IoU over one data set (+ per-group rows)."""
@@ -73,7 +77,7 @@ def evaluate_dataset(
     started = time.perf_counter()
     for start in range(0, count, batch_size):
         samples = [dataset[i] for i in range(start, min(count, start + batch_size))]
-        for sample, pred in zip(samples, predict_batch(model, samples, cot, max_new_tokens)):
+        for sample, pred in zip(samples, predict_batch(model, samples, cot, max_new_tokens), strict=True):
             meter.update(pred["mask"], sample.mask, sample.ignore)
             for key in _group_keys(sample):
                 groups[key].update(pred["mask"], sample.mask, sample.ignore)
@@ -81,8 +85,12 @@ def evaluate_dataset(
             box_ious.append(box_iou(pred["box"], sample.box) if pred["box"] is not None else 0.0)
     seconds = time.perf_counter() - started
     result: dict[str, Any] = meter.summary()
-    result.update(parse_rate=parsed / max(1, count), box_iou=float(np.mean(box_ious)) if box_ious else 0.0,
-                  seconds=seconds, samples_per_second=count / seconds if seconds else 0.0)
+    result.update(
+        parse_rate=parsed / max(1, count),
+        box_iou=float(np.mean(box_ious)) if box_ious else 0.0,
+        seconds=seconds,
+        samples_per_second=count / seconds if seconds else 0.0,
+    )
     if groups:
         result["groups"] = {k: g.summary() for k, g in sorted(groups.items())}
     return result
@@ -102,8 +110,10 @@ def format_table(results: dict[str, Any]) -> str:
     lines = [header, "-" * len(header)]
 
     def row(name: str, r: dict[str, Any]) -> str:
-        return (f"{name:<40} {r['count']:>6} {r['gIoU']:>7.4f} {r['cIoU']:>7.4f} {r['Pr@0.5']:>7.4f} "
-                f"{r.get('parse_rate', float('nan')):>6.3f} {r.get('box_iou', float('nan')):>7.4f}")
+        return (
+            f"{name:<40} {r['count']:>6} {r['gIoU']:>7.4f} {r['cIoU']:>7.4f} {r['Pr@0.5']:>7.4f} "
+            f"{r.get('parse_rate', float('nan')):>6.3f} {r.get('box_iou', float('nan')):>7.4f}"
+        )
 
     for name, r in results["splits"].items():
         lines.append(row(name, r))
@@ -113,8 +123,12 @@ def format_table(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lens-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="bundle directory, LENS release directory, preset, or tiny-random")
+    parser = argparse.ArgumentParser(
+        prog="lens-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model", required=True, help="bundle directory, LENS release directory, preset, or tiny-random"
+    )
     parser.add_argument("--model-dir", default="", help="directory a preset's paths refer to")
     parser.add_argument("--data", required=True, help="data spec(s), comma-separated: one table row each")
     parser.add_argument("--out", default="", help="JSON results file")
@@ -129,9 +143,17 @@ def main(argv: list[str] | None = None) -> int:
     from training.model_setup import load_lens_model
     from training.runtime import resolve_device
 
-    cfg = EvalConfig(model=args.model, model_dir=args.model_dir, data=args.data, device=args.device,
-                     batch_size=args.batch_size, limit=args.limit, out=args.out, cot=args.cot,
-                     max_new_tokens=args.max_new_tokens)
+    cfg = EvalConfig(
+        model=args.model,
+        model_dir=args.model_dir,
+        data=args.data,
+        device=args.device,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        out=args.out,
+        cot=args.cot,
+        max_new_tokens=args.max_new_tokens,
+    )
     device = resolve_device(cfg.device)
     model = load_lens_model(cfg.model, 0, cfg.model_dir).to(device).eval()
     datasets = {spec: build_one(spec) for spec in split_specs(cfg.data)}

@@ -40,8 +40,9 @@ def export_run(run_dir: str | Path, base_model: str, out_dir: str | Path, seed: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m training.export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--run", required=True, help="run directory (its final/) or a checkpoint directory")
     parser.add_argument("--model", required=True, help="base model: bundle directory or tiny-random")
     parser.add_argument("--out", required=True, help="bundle directory to write")

@@ -17,7 +17,9 @@ import torch
 from torch import nn
 
 
-def wrap_fsdp(objective: nn.Module, device: torch.device, wrap_classes: str, param_dtype: torch.dtype | None) -> nn.Module:
+def wrap_fsdp(
+    objective: nn.Module, device: torch.device, wrap_classes: str, param_dtype: torch.dtype | None
+) -> nn.Module:
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
     from torch.distributed.fsdp import MixedPrecision, ShardingStrategy
     from torch.distributed.fsdp.wrap import ModuleWrapPolicy

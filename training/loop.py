@@ -27,7 +27,15 @@ from torch.utils.data import DataLoader
 
 from training.config import TrainConfig, config_to_dict
 from training.data.dataset import SegmentationDataset, collate
-from training.fsdp import apply_full_state, clip_grad_norm, export_copy, full_weights, gathered, optimizer_shard_name, wrap_fsdp
+from training.fsdp import (
+    apply_full_state,
+    clip_grad_norm,
+    export_copy,
+    full_weights,
+    gathered,
+    optimizer_shard_name,
+    wrap_fsdp,
+)
 from training.runtime import (
     DistributedContext,
     ResumableBatches,
@@ -134,8 +142,19 @@ def train(
             dist_ctx.barrier()
             shards = sorted(staging.glob("optimizer-rank*.pt"))
         if dist_ctx.is_main:
-            save_checkpoint(ckpt_dir, step, objective, optimizer, scheduler, batches, config_to_dict(cfg),
-                            cfg.keep_checkpoints, weights=weights, optimizer_state=optimizer_state, extra_files=shards)
+            save_checkpoint(
+                ckpt_dir,
+                step,
+                objective,
+                optimizer,
+                scheduler,
+                batches,
+                config_to_dict(cfg),
+                cfg.keep_checkpoints,
+                weights=weights,
+                optimizer_state=optimizer_state,
+                extra_files=shards,
+            )
             if shards:
                 staging.rmdir()
         dist_ctx.barrier()
@@ -152,9 +171,14 @@ def train(
     bar = progress(steps, step, cfg.progress and dist_ctx.is_main, tag)
     history: list[dict[str, float]] = []
     # samples are loaded (and synthesised) in worker processes; the position is counted here
-    loader = DataLoader(dataset, batch_sampler=BatchIndices(batches), collate_fn=collate,
-                        num_workers=cfg.num_workers, prefetch_factor=2 if cfg.num_workers > 0 else None,
-                        generator=torch.Generator().manual_seed(cfg.seed))  # own RNG: keeps the global one exact
+    loader = DataLoader(
+        dataset,
+        batch_sampler=BatchIndices(batches),
+        collate_fn=collate,
+        num_workers=cfg.num_workers,
+        prefetch_factor=2 if cfg.num_workers > 0 else None,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )  # own RNG: keeps the global one exact
     batch_iter = iter(loader)
     started = time.perf_counter()
     steps_run = 0
@@ -191,7 +215,9 @@ def train(
         history.append(scalars)
         if step % max(1, cfg.log_every) == 0 or step == steps:
             logger.log(scalars, step)
-            bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in scalars.items() if not k.endswith("lr")}, refresh=False)
+            bar.set_postfix(
+                {k.split("/")[-1]: f"{v:.4g}" for k, v in scalars.items() if not k.endswith("lr")}, refresh=False
+            )
         bar.update(1)
         if cfg.ckpt_every > 0 and step % cfg.ckpt_every == 0 and step < steps:
             checkpoint(step)

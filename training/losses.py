@@ -11,7 +11,7 @@ list and averages the per-mask values; ``ignore`` pixels drop out of both terms.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -25,7 +25,9 @@ def bce_loss(logits: torch.Tensor, target: torch.Tensor, keep: torch.Tensor | No
     return (per_pixel * keep).sum() / keep.sum().clamp(min=1)
 
 
-def dice_loss(logits: torch.Tensor, target: torch.Tensor, keep: torch.Tensor | None = None, eps: float = 1.0) -> torch.Tensor:
+def dice_loss(
+    logits: torch.Tensor, target: torch.Tensor, keep: torch.Tensor | None = None, eps: float = 1.0
+) -> torch.Tensor:
     prob = torch.sigmoid(logits)
     if keep is not None:
         prob, target = prob * keep, target * keep
@@ -47,7 +49,7 @@ def segmentation_loss(
     Returns (loss, {"bce", "dice"} detached means).
     """
     bces, dices = [], []
-    for i, (logits, gt) in enumerate(zip(mask_logits, gt_masks)):
+    for i, (logits, gt) in enumerate(zip(mask_logits, gt_masks, strict=True)):
         logits = logits.float()
         target = torch.as_tensor(np.asarray(gt) if not torch.is_tensor(gt) else gt, device=logits.device).float()
         if target.shape != logits.shape:

@@ -1,17 +1,17 @@
 """Loading the LensModel a run starts from, and what each stage trains (freeze sets).
 
-    stage 1: only the context module (queries, connector, Conv1d, projection) trains;
-             MLLM and segmenter are frozen.
-    stage 2: MLLM (full, or LoRA adapters via peft; vision tower frozen unless asked),
-             context module, segmenter prompt encoder and mask decoder train;
-             the segmenter's image encoder stays frozen.
+stage 1: only the context module (queries, connector, Conv1d, projection) trains;
+         MLLM and segmenter are frozen.
+stage 2: MLLM (full, or LoRA adapters via peft; vision tower frozen unless asked),
+         context module, segmenter prompt encoder and mask decoder train;
+         the segmenter's image encoder stays frozen.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from safetensors.torch import load_file
@@ -62,10 +62,12 @@ def segmenter_parts(model: nn.Module) -> dict[str, nn.Module]:
     """
     sam = model.segmenter.sam
     if hasattr(sam, "sam_prompt_encoder"):  # SAM 2
-        return {"image_encoder": sam.image_encoder, "prompt_encoder": sam.sam_prompt_encoder,
-                "mask_decoder": sam.sam_mask_decoder}
-    return {"image_encoder": sam.image_encoder, "prompt_encoder": sam.prompt_encoder,
-            "mask_decoder": sam.mask_decoder}
+        return {
+            "image_encoder": sam.image_encoder,
+            "prompt_encoder": sam.sam_prompt_encoder,
+            "mask_decoder": sam.sam_mask_decoder,
+        }
+    return {"image_encoder": sam.image_encoder, "prompt_encoder": sam.prompt_encoder, "mask_decoder": sam.mask_decoder}
 
 
 def freeze_stage1(model: nn.Module) -> None:

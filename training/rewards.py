@@ -12,8 +12,8 @@ the same pixel frame as the ground truth (the caller maps MLLM-resized pixels ba
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -103,18 +103,18 @@ def unified_rewards(
     if parsed is None:
         parsed = [parse_answer(c) for c in completions]
     if box_scales is not None:
-        parsed = [_scale_parsed(p, s) for p, s in zip(parsed, box_scales)]
-    out: dict[str, list[float]] = {"box": [box_iou_reward(p, b) for p, b in zip(parsed, gt_boxes)]}
+        parsed = [_scale_parsed(p, s) for p, s in zip(parsed, box_scales, strict=True)]
+    out: dict[str, list[float]] = {"box": [box_iou_reward(p, b) for p, b in zip(parsed, gt_boxes, strict=True)]}
     total = [weights.box * r for r in out["box"]]
     if use_format:
         out["format"] = [format_reward(p) for p in parsed]
-        total = [t + weights.format * r for t, r in zip(total, out["format"])]
+        total = [t + weights.format * r for t, r in zip(total, out["format"], strict=True)]
     if weights.box_l1:
-        out["box_l1"] = [box_l1_reward(p, b, s) for p, b, s in zip(parsed, gt_boxes, image_sizes)]
-        total = [t + weights.box_l1 * r for t, r in zip(total, out["box_l1"])]
+        out["box_l1"] = [box_l1_reward(p, b, s) for p, b, s in zip(parsed, gt_boxes, image_sizes, strict=True)]
+        total = [t + weights.box_l1 * r for t, r in zip(total, out["box_l1"], strict=True)]
     if mask_logits is not None and gt_masks is not None:
-        out["mask"] = [mask_iou_reward(m, g) for m, g in zip(mask_logits, gt_masks)]
-        total = [t + weights.mask * r for t, r in zip(total, out["mask"])]
+        out["mask"] = [mask_iou_reward(m, g) for m, g in zip(mask_logits, gt_masks, strict=True)]
+        total = [t + weights.mask * r for t, r in zip(total, out["mask"], strict=True)]
     out["total"] = total
     return {k: torch.tensor(v, dtype=torch.float32) for k, v in out.items()}
 

@@ -11,8 +11,9 @@ itself in ``ENGINES``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,7 +62,7 @@ class RolloutEngine(ABC):
     @abstractmethod
     def generate(self, request: RolloutRequest, settings: SamplingSettings) -> Rollouts: ...
 
-    def sync_weights(self, policy: nn.Module) -> None:
+    def sync_weights(self, policy: nn.Module) -> None:  # noqa: B027 - optional hook, no-op in-process
         """Make the engine sample from the policy's current weights (no-op in-process)."""
 
 

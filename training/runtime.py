@@ -14,9 +14,10 @@ import math
 import os
 import random
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -117,7 +118,9 @@ class ResumableBatches:
     The whole state is ``consumed``, the number of global batches handed out.
     """
 
-    def __init__(self, length: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True):
+    def __init__(
+        self, length: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True
+    ):
         self.length = length
         self.batch_size = batch_size
         self.global_batch = batch_size * world_size
@@ -203,7 +206,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def _numpy_state_to_plain(state: tuple) -> dict[str, Any]:
     # plain types only, so the checkpoint loads with torch.load(weights_only=True)
     name, keys, pos, has_gauss, cached = state
-    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss, "cached": cached}
+    return {
+        "name": name,
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "pos": pos,
+        "has_gauss": has_gauss,
+        "cached": cached,
+    }
 
 
 def _numpy_state_from_plain(state: dict[str, Any]) -> tuple:

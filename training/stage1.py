@@ -25,10 +25,10 @@ from lens_ros.model import prompts
 from lens_ros.model.vision_input import smart_resize
 from training.config import Stage1Config
 from training.data.dataset import Batch, SegmentationDataset
-from training.losses import segmentation_loss
 from training.loop import TrainResult, setup_process, train
-from training.runtime import seed_everything
+from training.losses import segmentation_loss
 from training.model_setup import count_parameters, freeze_stage1, load_init_weights, load_lens_model
+from training.runtime import seed_everything
 
 
 def mllm_box(model: nn.Module, image_hw: tuple[int, int], box) -> tuple[float, float, float, float]:
@@ -67,7 +67,7 @@ class Stage1Objective(nn.Module):
     def prepare(self, batch: Batch) -> dict[str, Any]:
         answers = [
             teacher_answer(self.model, im.shape[:2], e, b, r, self.cot)
-            for im, e, b, r in zip(batch.images, batch.expressions, batch.boxes.tolist(), batch.rationales)
+            for im, e, b, r in zip(batch.images, batch.expressions, batch.boxes.tolist(), batch.rationales, strict=True)
         ]
         inputs = self.model.prepare(batch.images, batch.expressions, answers, cot=self.cot)
         return {"inputs": inputs, "masks": batch.masks, "ignores": batch.ignores}
@@ -75,16 +75,22 @@ class Stage1Objective(nn.Module):
     def forward(self, prepared: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         out = self.model(prepared["inputs"], compute_logprobs=False)
         logits = [m[0] for m in out.mask_logits]  # (H, W) per sample, at gt resolution
-        loss, parts = segmentation_loss(logits, prepared["masks"], prepared["ignores"], self.bce_weight, self.dice_weight)
+        loss, parts = segmentation_loss(
+            logits, prepared["masks"], prepared["ignores"], self.bce_weight, self.dice_weight
+        )
         with torch.no_grad():
             ious = []
-            for m, gt in zip(logits, prepared["masks"]):
+            for m, gt in zip(logits, prepared["masks"], strict=True):
                 pred = m > 0
                 gt_t = torch.as_tensor(gt, device=m.device)
                 union = (pred | gt_t).sum().item()
                 ious.append((pred & gt_t).sum().item() / union if union else 1.0)
-        return loss, {"loss": loss.item(), "bce": parts["bce"].item(), "dice": parts["dice"].item(),
-                      "mask_iou": sum(ious) / len(ious)}
+        return loss, {
+            "loss": loss.item(),
+            "bce": parts["bce"].item(),
+            "dice": parts["dice"].item(),
+            "mask_iou": sum(ious) / len(ious),
+        }
 
 
 def export_stage(model: nn.Module, directory) -> None:

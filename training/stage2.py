@@ -28,8 +28,8 @@ from torch import nn
 from training.config import Stage2Config
 from training.data.dataset import Batch, SegmentationDataset
 from training.grpo import group_advantages, grpo_loss
-from training.losses import segmentation_loss
 from training.loop import TrainResult, setup_process, train
+from training.losses import segmentation_loss
 from training.model_setup import (
     adapters_disabled,
     apply_lora,
@@ -79,8 +79,9 @@ class Stage2Objective(nn.Module):
             self.reference = MLLM(frozen, source.tokenizer, source.image_config, source.system_prompt, source.cot)
         self.engine = engine if engine is not None else HFRolloutEngine(model.mllm)
         self.sampling = SamplingSettings(cfg.group_size, cfg.temperature, cfg.top_p, cfg.top_k, cfg.max_new_tokens)
-        self.weights = RewardWeights(cfg.format_reward_weight, cfg.box_reward_weight, cfg.box_l1_weight,
-                                     cfg.mask_reward_weight)
+        self.weights = RewardWeights(
+            cfg.format_reward_weight, cfg.box_reward_weight, cfg.box_l1_weight, cfg.mask_reward_weight
+        )
 
     def train(self, mode: bool = True) -> Stage2Objective:
         super().train(mode)
@@ -112,17 +113,18 @@ class Stage2Objective(nn.Module):
         if rollouts.logprobs is not None:  # an engine that reports its sampling log-probs
             old_logp = torch.zeros(inputs.mllm.input_ids.shape, dtype=torch.float32)
             for row, values in enumerate(rollouts.logprobs):
-                old_logp[row, old_logp.shape[1] - len(values):] = torch.tensor(values)
+                old_logp[row, old_logp.shape[1] - len(values) :] = torch.tensor(values)
         # the image encoder is frozen: encode each distinct image once, share it across its group
         encoder = segmenter_parts(model)["image_encoder"]
         param = next(encoder.parameters())
         seg = [model.segmenter.preprocess(im) for im in batch.images]
         embeddings = model.segmenter.encode_batch(
             torch.stack([s[0] for s in seg]).to(device=param.device, dtype=param.dtype),
-            [im.shape[:2] for im in batch.images], [s[1] for s in seg],
+            [im.shape[:2] for im in batch.images],
+            [s[1] for s in seg],
         )
         box_scales = []
-        for packed, size in zip(inputs.packed, inputs.original_sizes):
+        for packed, size in zip(inputs.packed, inputs.original_sizes, strict=True):
             h, w = packed.resized_hw
             box_scales.append((size[1] / w, size[0] / h))
         return {
@@ -152,15 +154,30 @@ class Stage2Objective(nn.Module):
             logp = torch.zeros(completion_mask.shape, device=device)
 
         # rewards r_i (no gradient), each one logged
-        rewards = unified_rewards(p["texts"], p["boxes"], p["sizes"], mask_logits, p["masks"], self.weights,
-                                  use_format=cfg.cot, box_scales=p["box_scales"])
+        rewards = unified_rewards(
+            p["texts"],
+            p["boxes"],
+            p["sizes"],
+            mask_logits,
+            p["masks"],
+            self.weights,
+            use_format=cfg.cot,
+            box_scales=p["box_scales"],
+        )
         # A_i = (r_i - mean_group) / (std_group + 1e-4)
         advantages = group_advantages(rewards["total"], cfg.group_size).to(device)
         # pi_old: the sampling policy; one update per rollout batch -> the current policy, detached
         old_logp = p["old_logp"].to(device) if p["old_logp"] is not None else logp.detach()
         ref_logp = p["ref_logp"].to(device) if p["ref_logp"] is not None else None
-        policy_loss, stats = grpo_loss(logp, old_logp, ref_logp, advantages, completion_mask,
-                                       beta=cfg.beta if self.use_kl else 0.0, clip_eps=cfg.clip_eps)
+        policy_loss, stats = grpo_loss(
+            logp,
+            old_logp,
+            ref_logp,
+            advantages,
+            completion_mask,
+            beta=cfg.beta if self.use_kl else 0.0,
+            clip_eps=cfg.clip_eps,
+        )
         # BCE + Dice of every completion's mask against the ground truth
         seg_loss, parts = segmentation_loss(mask_logits, p["masks"], p["ignores"], cfg.bce_weight, cfg.dice_weight)
         loss = policy_loss + cfg.seg_loss_weight * seg_loss
@@ -174,7 +191,9 @@ class Stage2Objective(nn.Module):
             "kl": stats["kl"].item(),
             "ratio": stats["ratio"].item(),
             "clip_fraction": stats["clip_fraction"].item(),
-            "reward_std": rewards["total"].view(-1, cfg.group_size).std(dim=1).mean().item() if cfg.group_size > 1 else 0.0,
+            "reward_std": rewards["total"].view(-1, cfg.group_size).std(dim=1).mean().item()
+            if cfg.group_size > 1
+            else 0.0,
             "completion_length": sum(p["completion_lengths"]) / len(p["completion_lengths"]),
         }
         for name, values in rewards.items():
@@ -214,7 +233,6 @@ def train_stage2(
     if dist_ctx.is_main:
         trainable, total = count_parameters(model)
         print(f"stage2: training {trainable:,} of {total:,} parameters on {len(dataset):,} prompts, G={cfg.group_size}")
-    return train(cfg, objective, dataset, device, dist_ctx, "stage2", find_unused_parameters=True,
-                 save_final=export_stage)
-
-
+    return train(
+        cfg, objective, dataset, device, dist_ctx, "stage2", find_unused_parameters=True, save_final=export_stage
+    )

@@ -56,27 +56,55 @@ def _write_refer(root, image_size=(40, 60)):
     rle_mask = np.zeros((h, w), bool)
     rle_mask[5:15, 30:50] = True
     instances = {
-        "images": [
-            {"id": i, "file_name": f"COCO_train2014_{i:012d}.jpg", "height": h, "width": w} for i in (1, 2)
-        ],
+        "images": [{"id": i, "file_name": f"COCO_train2014_{i:012d}.jpg", "height": h, "width": w} for i in (1, 2)],
         "annotations": [
             # polygon: rectangle x 10..20, y 10..30 (cv2 fills the closed boundary too)
-            {"id": 11, "image_id": 1, "category_id": 1, "iscrowd": 0, "bbox": [10, 10, 10, 20],
-             "segmentation": [[10, 10, 20, 10, 20, 30, 10, 30]], "area": 200},
-            {"id": 12, "image_id": 2, "category_id": 2, "iscrowd": 0, "bbox": [30, 5, 20, 10],
-             "segmentation": {"size": [h, w], "counts": _rle_string(_rle_counts(rle_mask))}, "area": 200},
+            {
+                "id": 11,
+                "image_id": 1,
+                "category_id": 1,
+                "iscrowd": 0,
+                "bbox": [10, 10, 10, 20],
+                "segmentation": [[10, 10, 20, 10, 20, 30, 10, 30]],
+                "area": 200,
+            },
+            {
+                "id": 12,
+                "image_id": 2,
+                "category_id": 2,
+                "iscrowd": 0,
+                "bbox": [30, 5, 20, 10],
+                "segmentation": {"size": [h, w], "counts": _rle_string(_rle_counts(rle_mask))},
+                "area": 200,
+            },
         ],
         "categories": [{"id": 1, "name": "cup"}, {"id": 2, "name": "book"}],
     }
     (root / "refcoco/instances.json").write_text(json.dumps(instances))
     refs = [
-        {"ref_id": 100, "ann_id": 11, "image_id": 1, "split": "val", "category_id": 1,
-         "file_name": "COCO_train2014_000000000001_11.jpg", "sent_ids": [0, 1],
-         "sentences": [{"sent": "left cup", "raw": "Left cup.", "tokens": ["left", "cup"], "sent_id": 0},
-                       {"sent": "the cup", "raw": "the cup", "tokens": ["the", "cup"], "sent_id": 1}]},
-        {"ref_id": 101, "ann_id": 12, "image_id": 2, "split": "testA", "category_id": 2,
-         "file_name": "COCO_train2014_000000000002_12.jpg", "sent_ids": [2],
-         "sentences": [{"sent": "blue book", "raw": "blue book", "tokens": ["blue", "book"], "sent_id": 2}]},
+        {
+            "ref_id": 100,
+            "ann_id": 11,
+            "image_id": 1,
+            "split": "val",
+            "category_id": 1,
+            "file_name": "COCO_train2014_000000000001_11.jpg",
+            "sent_ids": [0, 1],
+            "sentences": [
+                {"sent": "left cup", "raw": "Left cup.", "tokens": ["left", "cup"], "sent_id": 0},
+                {"sent": "the cup", "raw": "the cup", "tokens": ["the", "cup"], "sent_id": 1},
+            ],
+        },
+        {
+            "ref_id": 101,
+            "ann_id": 12,
+            "image_id": 2,
+            "split": "testA",
+            "category_id": 2,
+            "file_name": "COCO_train2014_000000000002_12.jpg",
+            "sent_ids": [2],
+            "sentences": [{"sent": "blue book", "raw": "blue book", "tokens": ["blue", "book"], "sent_id": 2}],
+        },
     ]
     # protocol 2, as the original Python 2 files
     (root / "refcoco/refs(unc).p").write_bytes(pickle.dumps(refs, protocol=2))

@@ -11,8 +11,13 @@ from training.evaluate import evaluate_dataset, main
 
 
 def _sample(mask, kind):
-    return Sample(np.zeros((*mask.shape, 3), np.uint8), "x", mask, np.array([0, 0, 2, 2], np.float32),
-                  meta={"kind": kind, "unseen_composition": kind == "simple"})
+    return Sample(
+        np.zeros((*mask.shape, 3), np.uint8),
+        "x",
+        mask,
+        np.array([0, 0, 2, 2], np.float32),
+        meta={"kind": kind, "unseen_composition": kind == "simple"},
+    )
 
 
 def test_evaluate_dataset_against_hand_computed_masks(monkeypatch):
@@ -48,8 +53,25 @@ def test_lens_eval_cli_writes_json_per_split(tmp_path, tiny_lens):
 
     bundle = save_bundle(tmp_path / "bundle", tiny_lens)
     out = tmp_path / "results.json"
-    assert main(["--model", str(bundle), "--data", "synthetic:val:2:64x48,synthetic:heldout:2:64x48",
-                 "--out", str(out), "--batch-size", "2", "--device", "cpu", "--max-new-tokens", "8"]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                str(bundle),
+                "--data",
+                "synthetic:val:2:64x48,synthetic:heldout:2:64x48",
+                "--out",
+                str(out),
+                "--batch-size",
+                "2",
+                "--device",
+                "cpu",
+                "--max-new-tokens",
+                "8",
+            ]
+        )
+        == 0
+    )
     results = json.loads(out.read_text())
     assert set(results["splits"]) == {"synthetic:val:2:64x48", "synthetic:heldout:2:64x48"}
     for split in results["splits"].values():

@@ -49,6 +49,7 @@ def test_single_step_loss_and_gradient_hand_computed():
     assert stats["ratio"].item() == pytest.approx(1.0)
 
     loss.backward()
+
     # d/dlogp of -(1/N)(1/|o|)(A * ratio - beta * k3): ratio' = 1, k3' = 1 - exp(ref - logp)
     def grad(a, lp, r, length):
         return -(a - beta * (1 - math.exp(r - lp))) / length / 2

@@ -2,16 +2,25 @@
 
 import torch
 from safetensors.torch import load_file
+from toy_lens_free_objective import ToyObjective, toy_dataset
 
 from training.config import Stage1Config, load_config
 from training.loop import setup_process, train
 
-from toy_lens_free_objective import ToyObjective, toy_dataset
-
 
 def _cfg(tmp_path, name, **overrides):
-    base = dict(out_dir=str(tmp_path / name), lr=1e-2, max_steps=6, batch_size=4, ckpt_every=2,
-                tensorboard=False, progress=False, warmup_steps=1, seed=1, device="cpu")
+    base = dict(
+        out_dir=str(tmp_path / name),
+        lr=1e-2,
+        max_steps=6,
+        batch_size=4,
+        ckpt_every=2,
+        tensorboard=False,
+        progress=False,
+        warmup_steps=1,
+        seed=1,
+        device="cpu",
+    )
     base.update(overrides)
     return load_config(Stage1Config, None, [f"{k}={v}" for k, v in base.items()])
 
@@ -44,6 +53,7 @@ def test_gradient_accumulation_equals_the_bigger_batch(tmp_path):
         device, ctx = setup_process(cfg)
         train(cfg, objective, toy_dataset(), device, ctx, "toy")
         return objective
+
     big = run_no_dropout(_cfg(tmp_path, "big2", batch_size=4, grad_accum=1, max_steps=1))
     acc = run_no_dropout(_cfg(tmp_path, "acc", batch_size=2, grad_accum=2, max_steps=1))
     torch.testing.assert_close(acc.head.weight, big.head.weight, rtol=0, atol=1e-6)

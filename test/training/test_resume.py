@@ -18,8 +18,19 @@ from training.stage1 import train_stage1
 from training.stage2 import train_stage2
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMON = ["data=synthetic:train:16:64x48", "max_steps=8", "ckpt_every=2", "batch_size=2", "lr=3e-3",
-          "warmup_steps=2", "progress=false", "tensorboard=false", "num_threads=1", "device=cpu", "seed=0"]
+COMMON = [
+    "data=synthetic:train:16:64x48",
+    "max_steps=8",
+    "ckpt_every=2",
+    "batch_size=2",
+    "lr=3e-3",
+    "warmup_steps=2",
+    "progress=false",
+    "tensorboard=false",
+    "num_threads=1",
+    "device=cpu",
+    "seed=0",
+]
 
 
 def _assert_same_weights(a: Path, b: Path):
@@ -63,15 +74,28 @@ def test_stage2_resume_reproduces_sampling_and_weights(tmp_path, tiny_lens, worl
     import training.loop as loop
 
     data = ListDataset(world_batch_samples)
-    args = ["max_steps=4", "ckpt_every=2", "batch_size=1", "group_size=2", "max_new_tokens=6", "lr=1e-3",
-            "progress=false", "tensorboard=false", "device=cpu", "cot=true"]
-    full = train_stage2(load_config(Stage2Config, None, [f"out_dir={tmp_path / 'full'}", *args]),
-                        dataset=data, model=copy.deepcopy(tiny_lens))
+    args = [
+        "max_steps=4",
+        "ckpt_every=2",
+        "batch_size=1",
+        "group_size=2",
+        "max_new_tokens=6",
+        "lr=1e-3",
+        "progress=false",
+        "tensorboard=false",
+        "device=cpu",
+        "cot=true",
+    ]
+    full = train_stage2(
+        load_config(Stage2Config, None, [f"out_dir={tmp_path / 'full'}", *args]),
+        dataset=data,
+        model=copy.deepcopy(tiny_lens),
+    )
 
     real_save = loop.save_checkpoint
 
     def save_then_die(directory, step, *a, **kw):
-        path = real_save(directory, step, *a, **kw)
+        real_save(directory, step, *a, **kw)
         torch.manual_seed(777)  # whatever the dead process's RNG did afterwards must not matter
         raise _Killed
 

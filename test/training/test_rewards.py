@@ -77,6 +77,7 @@ def test_unified_rewards_are_named_and_summed():
     assert out["box"].tolist() == [1.0, 0.0]
     assert out["mask"].tolist() == [1.0, 0.0]
     assert out["total"].tolist() == [3.0, 0.0]
-    scaled = unified_rewards([GOOD], [[20, 20, 40, 40]], [(60, 60)], None, None, RewardWeights(), False,
-                             box_scales=[(2.0, 2.0)])
+    scaled = unified_rewards(
+        [GOOD], [[20, 20, 40, 40]], [(60, 60)], None, None, RewardWeights(), False, box_scales=[(2.0, 2.0)]
+    )
     assert scaled["box"].tolist() == [1.0] and "format" not in scaled and "mask" not in scaled

@@ -89,7 +89,7 @@ def test_cosine_schedule_warms_up_then_decays():
         opt.step()
         sched.step()
     assert lrs[:2] == pytest.approx([0.5, 1.0])
-    assert lrs[-1] == pytest.approx(0.1) and all(a >= b for a, b in zip(lrs[1:], lrs[2:]))
+    assert lrs[-1] == pytest.approx(0.1) and all(a >= b for a, b in zip(lrs[1:], lrs[2:], strict=False))
 
 
 def test_segmentation_loss_is_small_for_confident_correct_logits():

@@ -4,7 +4,6 @@ import torch
 
 from training.config import Stage1Config, Stage2Config, load_config
 from training.data.dataset import ListDataset, collate
-from training.model_setup import segmenter_parts
 from training.stage1 import Stage1Objective, train_stage1
 from training.stage2 import Stage2Objective, train_stage2
 
@@ -92,14 +91,36 @@ def test_train_functions_run_from_python_and_export_a_bundle(tmp_path, tiny_lens
     from lens_ros.model.bundle import is_bundle, load_bundle
 
     data = ListDataset(world_batch_samples)
-    cfg1 = load_config(Stage1Config, None, [f"out_dir={tmp_path / 's1'}", "max_steps=2", "batch_size=2",
-                                            "tensorboard=true", "progress=false", "device=cpu"])
+    cfg1 = load_config(
+        Stage1Config,
+        None,
+        [
+            f"out_dir={tmp_path / 's1'}",
+            "max_steps=2",
+            "batch_size=2",
+            "tensorboard=true",
+            "progress=false",
+            "device=cpu",
+        ],
+    )
     result = train_stage1(cfg1, dataset=data, model=tiny_lens)
     assert result.steps == 2 and is_bundle(result.final_dir)
     assert list((tmp_path / "s1/tensorboard").iterdir())
-    cfg2 = load_config(Stage2Config, None, [f"out_dir={tmp_path / 's2'}", "max_steps=1", "batch_size=1",
-                                            "group_size=2", "max_new_tokens=6", "progress=false",
-                                            "tensorboard=false", "device=cpu", f"init_from={result.final_dir}"])
+    cfg2 = load_config(
+        Stage2Config,
+        None,
+        [
+            f"out_dir={tmp_path / 's2'}",
+            "max_steps=1",
+            "batch_size=1",
+            "group_size=2",
+            "max_new_tokens=6",
+            "progress=false",
+            "tensorboard=false",
+            "device=cpu",
+            f"init_from={result.final_dir}",
+        ],
+    )
     reloaded = load_bundle(result.final_dir)
     result2 = train_stage2(cfg2, dataset=data, model=reloaded)
     assert result2.steps == 1 and is_bundle(result2.final_dir)

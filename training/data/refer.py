@@ -42,9 +42,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED_GLOBALS:
             return set if name == "set" else frozenset
-        raise pickle.UnpicklingError(
-            f"refusing to load global {module}.{name}: a refs file holds only plain data"
-        )
+        raise pickle.UnpicklingError(f"refusing to load global {module}.{name}: a refs file holds only plain data")
 
 
 def load_plain_pickle(path: str | Path) -> Any:
