@@ -130,8 +130,34 @@ def run_stage2(cfg: BuildConfig, base: Path, stage1: Path) -> Path:
         # different data than stage 1 saw first
         seed=1,
     )
-    train_stage2(s2)
+    result = train_stage2(s2)
+    (out / "history.json").write_text(json.dumps(result.history, indent=1))
+    plot_rewards(result.history, Path(cfg.results).with_suffix(".stage2_rewards.png"))
     return out / "final"
+
+
+def plot_rewards(history: list[dict], path: Path) -> None:
+    """Stage-2 reward curves (every reward separately, as LENS's tracker advises) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted({k for h in history for k in h if k.split("/")[-1].startswith("reward_")})
+    if not keys:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = range(1, len(history) + 1)
+    for k in keys:
+        ax.plot(steps, [h.get(k, float("nan")) for h in history], label=k)
+    ax.set_xlabel("stage-2 step")
+    ax.set_ylabel("mean reward of the sampled group")
+    ax.set_title("LENS-tiny stage 2 (GRPO) rewards")
+    ax.legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
