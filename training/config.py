@@ -198,8 +198,11 @@ def load_config(
         if not isinstance(loaded, dict):
             raise ValueError(f"{one}: a config file is a flat mapping of key: value")
         values.update(loaded)
+    hints = typing.get_type_hints(cls)
     for text in overrides or []:
         key, value = parse_override(text)
+        if hints.get(key) is str:  # keep text as typed: YAML would read "no" as false
+            value = text.split("=", 1)[1].strip().strip("'\"")
         values[key] = value
     return config_from_dict(cls, values)
 

@@ -85,7 +85,7 @@ def resolve_device(name: str) -> torch.device:
 
 def autocast_dtype(mixed_precision: str, device: torch.device) -> torch.dtype | None:
     """None (fp32) or the autocast dtype: "auto" is bf16 on GPU (fp16 without bf16 support), fp32 on CPU."""
-    if mixed_precision == "no":
+    if str(mixed_precision).lower() in ("no", "false", "off", "none", "fp32"):
         return None
     if mixed_precision == "auto":
         if device.type != "cuda":

@@ -37,3 +37,8 @@ def test_shipped_configs_load(name):
 def test_config_files_layer_in_order():
     cfg = load_config(Stage2Config, [CONFIG_DIR / "stage2.yaml", CONFIG_DIR / "fsdp_3b.yaml"], ["group_size=4"])
     assert cfg.distributed == "fsdp" and cfg.lr == 3e-6 and cfg.group_size == 4 and cfg.mixed_precision == "bf16"
+
+
+def test_string_fields_keep_the_text_as_typed():
+    cfg = load_config(Stage1Config, None, ["mixed_precision=no", "data=synthetic:train:10:64x48", "model=on"])
+    assert cfg.mixed_precision == "no" and cfg.data == "synthetic:train:10:64x48" and cfg.model == "on"
