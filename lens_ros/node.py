@@ -605,15 +605,17 @@ def main(args: list[str] | None = None) -> int:
     options = cli.parse_args(rclpy.utilities.remove_ros_args(args)[1:])
     node, code = None, 0
     try:
-        node = LensLifecycleNode() if options.lifecycle else LensNode()
         executor = MultiThreadedExecutor(num_threads=3)
-        executor.add_node(node)
-        executor.spin()
+        node = LensLifecycleNode() if options.lifecycle else LensNode()  # may load a model for minutes
+        if rclpy.ok():  # Ctrl-C during start-up shuts the context down: then just exit
+            executor.add_node(node)
+            executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (LensError, ValueError, OSError) as exc:
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
-        code = 1
+        if rclpy.ok():
+            rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
+            code = 1
     finally:
         if node is not None:
             node.destroy_node()

@@ -135,15 +135,19 @@ def test_unknown_launch_argument_is_refused(capsys):
     }
 
 
-def run_lens_launch(args: list[str], env: dict, log_path: Path, stop_after_s: float | None, timeout: float = 60.0):
-    """Run lens-launch; send SIGINT after ``stop_after_s`` (None: wait for it to exit). -> (code, log)."""
+def run_lens_launch(args: list[str], env: dict, log_path: Path, stop_when_logged: str | None, timeout: float = 90.0):
+    """Run lens-launch; SIGINT it once ``stop_when_logged`` is in its output (None: wait for it to exit)."""
     with open(log_path, "w") as log:
         launcher = subprocess.Popen(
             [sys.executable, "-m", "lens_ros.launch_cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT
         )
         try:
-            if stop_after_s is not None:
-                time.sleep(stop_after_s)
+            if stop_when_logged is not None:
+                deadline = time.monotonic() + timeout
+                while stop_when_logged not in log_path.read_text() and time.monotonic() < deadline:
+                    assert launcher.poll() is None, log_path.read_text()
+                    time.sleep(0.2)
+                time.sleep(1.0)  # a few frames flow
                 launcher.send_signal(signal.SIGINT)
             code = launcher.wait(timeout=timeout)
         finally:
@@ -165,7 +169,7 @@ def test_lens_launch_stops_everything_when_the_model_cannot_load(ros_env, tmp_pa
 @pytest.mark.ros
 def test_lens_launch_forwards_sigint_and_every_node_exits(ros_env, tmp_path, tiny_bundle):
     code, log = run_lens_launch(
-        ["use_sim_camera:=true", f"preset:={tiny_bundle}", "device:=cpu"], ros_env, tmp_path / "l.log", 6.0
+        ["use_sim_camera:=true", f"preset:={tiny_bundle}", "device:=cpu"], ros_env, tmp_path / "l.log", "model ready"
     )
     assert code == 0, log
     stopped = log[log.index("stopped:") :]
