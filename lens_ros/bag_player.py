@@ -76,7 +76,7 @@ class BagPlayer(Node):
     def wait_for_subscribers(self, timeout_s: float) -> bool:
         """Give discovery time: True once every topic has a subscriber, False after ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and rclpy.ok(context=self.context):
             if all(p.get_subscription_count() > 0 for p in self.publishers_.values()):
                 time.sleep(0.2)  # matched is not yet connected on every transport
                 return True

@@ -142,7 +142,8 @@ def main(args: list[str] | None = None) -> int:
     node, code = None, 0
     try:
         node = SimCamera()
-        rclpy.spin(node)
+        if rclpy.ok():  # not interrupted during start-up
+            rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except ValueError as exc:
