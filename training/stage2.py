@@ -102,11 +102,11 @@ class Stage2Objective(nn.Module):
     def prepare(self, batch: Batch) -> dict[str, Any]:
         g, cot, model = self.cfg.group_size, self.cfg.cot, self.model
         images, expressions = repeat_rows(batch.images, g), repeat_rows(batch.expressions, g)
-        was_training = model.training
+        was_training = self.training
         model.eval()  # sample from the policy without dropout
         prompt_inputs = model.prepare(images, expressions, None, cot=cot)
         rollouts = self.engine.generate(RolloutRequest(prompt_inputs.mllm, expressions, images), self.sampling)
-        model.train(was_training)
+        self.train(was_training)  # back to train mode with the frozen parts in eval
         inputs = model.prepare(images, expressions, rollouts.completion_ids, cot=cot)
         ref_logp = self.reference_logprobs(inputs.mllm) if self.use_kl else None
         old_logp = None
@@ -147,7 +147,7 @@ class Stage2Objective(nn.Module):
         out = self.model(p["inputs"], compute_logprobs=True, embeddings=p["embeddings"])
         device = out.prompt_tokens.device
         mask_logits = [m[0] for m in out.mask_logits]  # (H, W) per completion, gt resolution
-        completion_mask = out.completion_mask.to(device)
+        completion_mask = out.completion_mask.to(device).clone()
         completion_mask[:, 0] = False  # the first position has no prediction (matches token_logprobs)
         logp = out.token_logprobs
         if logp is None:
