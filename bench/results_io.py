@@ -78,7 +78,8 @@ def write_results(suites: dict[str, dict], mode: str, out_dir: Path = RESULTS_DI
     """Write <machine>-<date>.json and .md. Each suite: {"rows": [...], "columns": [...], ...}."""
     desc = machine_description()
     stamp = _dt.datetime.now(_dt.timezone.utc)
-    name = f"{machine_slug(desc)}-{stamp:%Y-%m-%d}" + ("-quick" if mode == "quick" else "")
+    # One file per machine, day and kind of run (full, quick, soak-30min, ...).
+    name = f"{machine_slug(desc)}-{stamp:%Y-%m-%d}" + ("" if mode == "full" else f"-{mode}")
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / f"{name}.json", out_dir / f"{name}.md"
     payload = {"machine": desc, "mode": mode, "utc": stamp.isoformat(timespec="seconds"), "suites": suites}
