@@ -45,6 +45,8 @@ def machine_description() -> dict:
         "memory_gib": memory_gib,
         "gpu": gpu,
         "python": platform.python_version(),
+        # Timings are only comparable on a quiet machine: say how busy this one was.
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "git_commit": _git_commit(),
     }
 
@@ -87,7 +89,7 @@ def write_results(suites: dict[str, dict], mode: str, out_dir: Path = RESULTS_DI
     parts = [f"# lens_ros benchmarks ({mode})", "",
              f"Machine: {desc['cpu']}, {desc['cores']} cores, {desc['memory_gib']} GiB"
              + (f", GPU {desc['gpu']}" if desc["gpu"] else ", no GPU")
-             + f"; commit {desc['git_commit']}; {payload['utc']}", ""]
+             + f"; load average {desc['load_average_1min']}; commit {desc['git_commit']}; {payload['utc']}", ""]
     for suite, result in suites.items():
         parts += [f"## {suite}", ""]
         if result.get("note"):
