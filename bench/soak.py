@@ -128,21 +128,18 @@ def summarise(samples, outputs, statuses, errors, diag, minutes, instructions, f
         except (KeyError, ValueError):
             return None
 
-    # Frame-level accounting from the node's own counters: every image it received was
-    # published on, or dropped for a counted reason (depth-only drops still publish a mask).
-    # image_in + requeued (the newest frame re-answered for a new instruction) = published + dropped
+    # Frame accounting from the node's own counters: image_in + requeued (the newest frame
+    # re-answered for a new instruction) = published + dropped_total (+ one in flight).
     received = number("image_in_count")
     if received is not None:
         received += number("requeued_count") or 0.0
     published = number("published_count") or 0.0
-    frame_drops = sum(float(v) for k, v in diag.items()
-                      if k.startswith("dropped_") and k not in ("dropped_total", "dropped_superseded_total")
-                      and "depth" not in k and k not in ("dropped_bad_instruction", "dropped_service_rejected"))
+    frame_drops = number("dropped_total") or 0.0
     answered = sum(statuses.values())
-    dropped = number("dropped_total")
+    dropped = frame_drops
     accounted = None
     if received is not None:
-        accounted = abs(received - (published + frame_drops)) <= 3  # a few frames may be in flight
+        accounted = abs(received - (published + frame_drops)) <= 2
     return {
         "minutes": minutes,
         "first_output_s": first_output_s,
