@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from lens_ros.model.types import ConfigError
+
 NODE_NAME = "lens_node"
 
 
@@ -127,14 +129,26 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
 
 
 def read_params_file(path: str | Path, node_name: str = NODE_NAME) -> dict[str, Any]:
-    """The parameters a ROS params file gives ``node_name`` (wildcard ``/**`` first, then the node)."""
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
+    """The parameters a ROS params file gives ``node_name`` (wildcard ``/**`` first, then the node).
+
+    Raises ConfigError (naming the file) for unreadable files, invalid YAML or a layout
+    that is not ``<node>: {ros__parameters: {...}}``.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read parameters: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a parameter file maps node names to {{ros__parameters: ...}}")
     values: dict[str, Any] = {}
     for key in ("/**", node_name, "/" + node_name.lstrip("/")):
         section = data.get(key)
         if isinstance(section, dict):
-            values.update(section.get("ros__parameters") or {})
+            params = section.get("ros__parameters") or {}
+            if not isinstance(params, dict):
+                raise ConfigError(f"{path}: {key}.ros__parameters must be a mapping")
+            values.update(params)
     return values
 
 
