@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from safetensors.torch import load_file
 from torch import nn
 
-from training.model_setup import has_lora, load_init_weights, load_lens_model, merge_lora
+from training.model_setup import apply_lora, has_lora, load_lens_model, load_partial_weights, merge_lora
 
 
 def export_bundle(model: nn.Module, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
@@ -31,11 +33,24 @@ def export_bundle(model: nn.Module, out_dir: str | Path, extra: dict[str, Any] |
 
 def export_run(run_dir: str | Path, base_model: str, out_dir: str | Path, seed: int = 0) -> Path:
     """Bundle from a run's trained weights (<run>/final, or a checkpoint directory) on top of
-    the base model the run started from (LoRA runs: export from the run's own final bundle)."""
+    the model the run started from (``base_model``; a stage-2 run's stage-1 bundle).
+
+    LoRA runs (their train_config.json / config.json says lora) get the adapters inserted,
+    loaded and merged."""
     run_dir = Path(run_dir)
     source = run_dir / "final" if (run_dir / "final").is_dir() else run_dir
     model = load_lens_model(base_model, seed)
-    load_init_weights(model, source)
+    weights = source / "trainable.safetensors"
+    if not weights.is_file():
+        weights = source / "model.safetensors"
+    run_config = {}
+    for name in ("train_config.json", "config.json"):
+        if (source / name).is_file():
+            run_config = json.loads((source / name).read_text())
+            break
+    if run_config.get("lora") and run_config.get("train_mllm", True):
+        apply_lora(model, run_config["lora_r"], run_config["lora_alpha"], run_config.get("lora_dropout", 0.0))
+    load_partial_weights(model, load_file(str(weights)), str(weights))
     return export_bundle(model, out_dir, extra={"source": str(source)})
 
 

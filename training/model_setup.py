@@ -48,10 +48,17 @@ def load_init_weights(model: nn.Module, path: str | Path) -> None:
             break
     else:
         raise FileNotFoundError(f"{path}: no model.safetensors or trainable.safetensors to start from")
+    load_partial_weights(model, weights, str(path))
+
+
+def load_partial_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str = "weights") -> None:
+    """Load a subset of a LensModel's weights; keys may carry the training objective's
+    "model." prefix (checkpoints and trainable.safetensors). Unknown keys are an error."""
+    weights = {k.removeprefix("model."): v for k, v in weights.items()}
     own = model.state_dict()
     unknown = [k for k in weights if k not in own]
     if unknown:
-        raise KeyError(f"{path}: weights for parameters this model does not have: {unknown[:5]}")
+        raise KeyError(f"{source}: weights for parameters this model does not have: {unknown[:5]}")
     model.load_state_dict(weights, strict=False)
 
 

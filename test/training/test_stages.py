@@ -1,5 +1,7 @@
 """Stage 1 and stage 2 on the tiny random LENS model: freeze sets, loss goes down."""
 
+import numpy as np
+import pytest
 import torch
 
 from training.config import Stage1Config, Stage2Config, load_config
@@ -125,3 +127,57 @@ def test_train_functions_run_from_python_and_export_a_bundle(tmp_path, tiny_lens
     result2 = train_stage2(cfg2, dataset=data, model=reloaded)
     assert result2.steps == 1 and is_bundle(result2.final_dir)
     assert "stage2/reward_mask" in result2.history[0]
+
+
+def test_teacher_answer_uses_the_mllm_frame(tiny_lens):
+    from lens_ros.model.prompts import parse_answer
+    from training.stage1 import mllm_box, teacher_answer
+
+    # the tiny model's MLLM sees at most 64x64 pixels: a 128x96 image is resized by about 1/2
+    box = mllm_box(tiny_lens, (96, 128), (16, 32, 64, 96))
+    packed = tiny_lens.mllm.pack(np.zeros((96, 128, 3), np.uint8))
+    h, w = packed.resized_hw
+    assert box == pytest.approx((16 * w / 128, 32 * h / 96, 64 * w / 128, 96 * h / 96))
+    cot = parse_answer(teacher_answer(tiny_lens, (96, 128), "the cup", (16, 32, 64, 96), "it is red", cot=True))
+    assert cot.format_ok and cot.think == "it is red" and cot.box is not None
+    plain = teacher_answer(tiny_lens, (96, 128), "the cup", (16, 32, 64, 96), "", cot=False)
+    assert plain.startswith("<|object_ref_start|>the cup") and "<|box_start|>(" in plain
+    assert parse_answer(plain).box == pytest.approx(tuple(round(v) for v in box))
+
+
+def test_lora_run_exports_a_merged_bundle(tmp_path, tiny_lens, world_batch_samples):
+    import copy
+
+    from lens_ros.model.bundle import load_bundle
+    from training.export import export_run
+
+    base = copy.deepcopy(tiny_lens)
+    base_dir = tmp_path / "base"
+    from lens_ros.model.bundle import save_bundle
+
+    save_bundle(base_dir, base)
+    cfg = load_config(
+        Stage2Config,
+        None,
+        [
+            f"out_dir={tmp_path / 'lora'}",
+            "max_steps=1",
+            "batch_size=1",
+            "group_size=2",
+            "max_new_tokens=6",
+            "lora=true",
+            "lora_r=4",
+            "lr=1e-2",
+            "progress=false",
+            "tensorboard=false",
+            "device=cpu",
+        ],
+    )
+    result = train_stage2(cfg, dataset=ListDataset(world_batch_samples), model=tiny_lens)
+    trained = load_bundle(result.final_dir)  # merged at the end of the run
+    assert not any("lora_" in k for k in trained.state_dict())
+    exported = load_bundle(export_run(tmp_path / "lora", str(base_dir), tmp_path / "exported"))
+    for key, value in trained.state_dict().items():
+        torch.testing.assert_close(exported.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+    changed = [k for k, v in trained.state_dict().items() if not torch.equal(v, base.state_dict()[k])]
+    assert any(k.startswith("mllm.model.model.language_model") for k in changed)
