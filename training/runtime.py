@@ -128,16 +128,21 @@ class ResumableBatches:
             raise ValueError(f"data set of {length} samples is smaller than one global batch ({self.global_batch})")
         self.seed, self.rank, self.world_size, self.shuffle = seed, rank, world_size, shuffle
         self.consumed = 0
+        self._cached: tuple[int, torch.Tensor] | None = None  # (epoch, order)
 
     @property
     def batches_per_epoch(self) -> int:
         return self.length // self.global_batch
 
     def _order(self, epoch: int) -> torch.Tensor:
+        if self._cached is not None and self._cached[0] == epoch:
+            return self._cached[1]
         if not self.shuffle:
-            return torch.arange(self.length)
-        generator = torch.Generator().manual_seed(self.seed + epoch)
-        return torch.randperm(self.length, generator=generator)
+            order = torch.arange(self.length)
+        else:
+            order = torch.randperm(self.length, generator=torch.Generator().manual_seed(self.seed + epoch))
+        self._cached = (epoch, order)
+        return order
 
     def batch(self, global_index: int) -> list[int]:
         """This process's share of global batch ``global_index`` (a pure function of it)."""
