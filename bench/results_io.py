@@ -79,7 +79,7 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
 def write_results(suites: dict[str, dict], mode: str, out_dir: Path = RESULTS_DIR) -> tuple[Path, Path]:
     """Write <machine>-<date>.json and .md. Each suite: {"rows": [...], "columns": [...], ...}."""
     desc = machine_description()
-    stamp = _dt.datetime.now(_dt.timezone.utc)
+    stamp = _dt.datetime.now(_dt.UTC)
     # One file per machine, day and kind of run (full, quick, soak-30min, ...).
     name = f"{machine_slug(desc)}-{stamp:%Y-%m-%d}" + ("" if mode == "full" else f"-{mode}")
     out_dir.mkdir(parents=True, exist_ok=True)

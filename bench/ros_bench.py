@@ -19,13 +19,13 @@ INSTRUCTIONS = ("the red cube", "the blue cylinder", "the green sphere", "the ob
 
 def measure_ros(model: str, repeats: int, track_seconds: float, size: tuple[int, int]) -> dict:
     import rclpy
+    from lens_ros.msg import Segmentation
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
     from std_msgs.msg import String
 
     from lens_ros.launch_cli import ProcessGroup
     from lens_ros.launch_description import LENS_NODE, node_specs
-    from lens_ros.msg import Segmentation
 
     specs = node_specs({"use_sim_camera": "true", "preset": model})
     for spec in specs:
@@ -66,7 +66,7 @@ def measure_ros(model: str, repeats: int, track_seconds: float, size: tuple[int,
             answers.clear()
             sent = time.monotonic()
             pub.publish(String(data=text))
-            if spin_until(lambda: any(m.instruction == text and not m.tracked for _, m in answers), 60):
+            if spin_until(lambda text=text: any(m.instruction == text and not m.tracked for _, m in answers), 60):
                 arrival = next(t for t, m in answers if m.instruction == text and not m.tracked)
                 first_mask_ms.append((arrival - sent) * 1000)
         answers.clear()

@@ -178,6 +178,13 @@ class Pipeline:
         with self._lock:
             self._cache.clear()
 
+    def _out_of_memory(self, exc: BaseException) -> LensError:
+        """Free what can be freed (cached embeddings, the allocator's cache) so the next call can run."""
+        self.clear_cache()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return LensError(f"CUDA out of memory on {self.device} ({self.dtype}): {exc}")
+
     # -- full reasoning ---------------------------------------------------------------------
     @torch.no_grad()
     def segment(self, image: np.ndarray, instruction: str) -> tuple[SegmentationResult, TrackState]:
@@ -189,8 +196,7 @@ class Pipeline:
         try:
             return self._segment(image, expression, timings, t_start)
         except torch.cuda.OutOfMemoryError as exc:
-            torch.cuda.empty_cache()
-            raise LensError(f"CUDA out of memory on {self.device} ({self.dtype}): {exc}") from exc
+            raise self._out_of_memory(exc) from exc
 
     def _segment(self, image, expression, timings: Timings, t_start: float):
         model = self.model
@@ -338,8 +344,7 @@ class Pipeline:
                 decoded = self._decode(emb, tokens, box, timings)
             result = self._result(decoded, state.instruction, timings)
         except torch.cuda.OutOfMemoryError as exc:
-            torch.cuda.empty_cache()
-            raise LensError(f"CUDA out of memory on {self.device} ({self.dtype}): {exc}") from exc
+            raise self._out_of_memory(exc) from exc
         result.tracked = True
         result.rationale = state.rationale
         result.answer = state.answer

@@ -10,9 +10,7 @@ must still be answered.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,16 +18,13 @@ import pytest
 pytest.importorskip("rclpy", reason="rclpy is installed by `make setup`")
 pytest.importorskip("lens_ros.msg", reason="interfaces are built by `make setup`")
 
-ROS_TESTS = Path(__file__).resolve().parents[1] / "ros"
-sys.path.insert(0, str(ROS_TESTS))
-
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from lens_ros.msg import Segmentation  # noqa: E402
 from ros_fixtures import SCENE, Launcher, Probe, instruction_qos, node_specs, oracle_env  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from lens_ros.image_conversion import numpy_to_image  # noqa: E402
-from lens_ros.msg import Segmentation  # noqa: E402
 
 pytestmark = pytest.mark.ros
 

@@ -111,4 +111,31 @@ def instruction_qos():
     return QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
+# -- pytest fixtures (imported by the conftest.py of every suite that starts nodes) ---------
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def launcher(ros_env, tmp_path):
+    launcher = Launcher(ros_env, tmp_path)
+    yield launcher
+    launcher.stop_all()
+    print(launcher.logs())  # shown by pytest when the test failed
+
+
+@pytest.fixture(scope="module")
+def module_launcher(ros_env, tmp_path_factory):
+    launcher = Launcher(ros_env, tmp_path_factory.mktemp("nodes"))
+    yield launcher
+    launcher.stop_all()
+    print(launcher.logs())
+
+
+@pytest.fixture
+def probe(rclpy_context):
+    probe = Probe(rclpy_context)
+    yield probe
+    probe.close()
+
+
 __all__ = ["SCENE", "Launcher", "Probe", "frozen_camera_parameters", "instruction_qos", "node_specs", "oracle_env"]
