@@ -41,7 +41,7 @@ from training.model_setup import (
 )
 from training.rewards import RewardWeights, unified_rewards
 from training.rollout import HFRolloutEngine, RolloutEngine, RolloutRequest, SamplingSettings, build_engine
-from training.runtime import seed_everything
+from training.runtime import autocast_dtype, seed_everything
 
 
 def repeat_rows(items: list, times: int) -> list:
@@ -75,6 +75,11 @@ class Stage2Objective(nn.Module):
             from lens_ros.model.mllm import MLLM
 
             frozen = copy.deepcopy(model.mllm.model).requires_grad_(False).eval()
+            # on GPU the reference only scores tokens: keep it in the autocast dtype (half the memory)
+            # (not under FSDP: a shard unit needs one dtype)
+            half = autocast_dtype(cfg.mixed_precision, next(model.parameters()).device)
+            if half is not None and cfg.distributed != "fsdp":
+                frozen.to(half)
             source = model.mllm
             self.reference = MLLM(frozen, source.tokenizer, source.image_config, source.system_prompt, source.cot)
         self.engine = engine if engine is not None else HFRolloutEngine(model.mllm)
