@@ -77,7 +77,7 @@ class Stage2Config(TrainConfig):
     out_dir: str = "runs/stage2"
     lr: float = 3e-6
     # rollouts
-    rollout_engine: str = "hf"  # "hf" (local generate); other engines register in training.rollout
+    rollout_engine: str = "hf"  # "hf" (transformers generate), "loop" (faster on CPU); more in training.rollout
     group_size: int = 8
     temperature: float = 0.9
     top_p: float = 0.9

@@ -231,7 +231,7 @@ def train_stage2(
 
         dataset = build_dataset(cfg.data)
     model.to(device)
-    if engine is None and cfg.rollout_engine != "hf":
+    if engine is None:
         engine = build_engine(cfg.rollout_engine, mllm=model.mllm)
     objective = Stage2Objective(model, cfg, engine)
     seed_everything(cfg.seed)  # after the model: the run's randomness does not depend on how it was built

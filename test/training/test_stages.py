@@ -181,3 +181,25 @@ def test_lora_run_exports_a_merged_bundle(tmp_path, tiny_lens, world_batch_sampl
         torch.testing.assert_close(exported.state_dict()[key], value, rtol=1e-5, atol=1e-6)
     changed = [k for k, v in trained.state_dict().items() if not torch.equal(v, base.state_dict()[k])]
     assert any(k.startswith("mllm.model.model.language_model") for k in changed)
+
+
+def test_loop_rollouts_never_contain_image_tokens(tiny_lens, world_batch_samples):
+    from training.rollout import RolloutRequest, SamplingSettings, build_engine
+
+    engine = build_engine("loop", mllm=tiny_lens.mllm)
+    calls = []
+    real = tiny_lens.mllm.generate
+
+    def spy(inputs, settings, engine="loop"):
+        calls.append(engine)
+        return real(inputs, settings, engine=engine)
+
+    tiny_lens.mllm.generate = spy
+    images = [s.image for s in world_batch_samples[:2]]
+    exprs = [s.expression for s in world_batch_samples[:2]]
+    request = RolloutRequest(tiny_lens.prepare(images, exprs).mllm, exprs, images)
+    torch.manual_seed(0)
+    for _ in range(3):
+        rollouts = engine.generate(request, SamplingSettings(num_samples=1, max_new_tokens=24))
+        assert not any(t in engine.banned for ids in rollouts.completion_ids for t in ids)
+    assert calls[0] == "loop"  # the fast decoder first; "hf" only when a banned token was sampled
