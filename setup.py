@@ -20,8 +20,8 @@ setup(
     entry_points={
         "console_scripts": [
             "lens-predict = lens_ros.cli.predict:main",
-            "lens-train = training.cli:main",
-            "lens-eval = training.evaluate:main",
+            "lens-train = lens_ros.cli.training_entry:train",
+            "lens-eval = lens_ros.cli.training_entry:evaluate",
             "lens-launch = lens_ros.launch_cli:main",
             "lens-demo = lens_ros.demo:main",
             "lens-node = lens_ros.node:main",
