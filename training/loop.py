@@ -214,9 +214,13 @@ def train(
         scalars[f"{tag}/lr"] = scheduler.get_last_lr()[0]
         history.append(scalars)
         if step % max(1, cfg.log_every) == 0 or step == steps:
-            logger.log(scalars, step)
+            # TensorBoard gets the mean over the steps since the last log (lr: the current value)
+            window = history[-min(len(history), max(1, cfg.log_every)) :]
+            logged = {k: sum(h.get(k, 0.0) for h in window) / len(window) for k in scalars}
+            logged[f"{tag}/lr"] = scalars[f"{tag}/lr"]
+            logger.log(logged, step)
             bar.set_postfix(
-                {k.split("/")[-1]: f"{v:.4g}" for k, v in scalars.items() if not k.endswith("lr")}, refresh=False
+                {k.split("/")[-1]: f"{v:.4g}" for k, v in logged.items() if not k.endswith("lr")}, refresh=False
             )
         bar.update(1)
         if cfg.ckpt_every > 0 and step % cfg.ckpt_every == 0 and step < steps:
