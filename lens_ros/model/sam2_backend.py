@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lens_ros.model.segmenter import DecodeOutput, ImageEmbedding, Segmenter, check_prompts
+from lens_ros.model.segmenter import DecodeOutput, ImageEmbedding, Segmenter
 from lens_ros.model.types import ModelFileError
 from lens_ros.model.weights import load_into, load_state_dict_file
 
@@ -224,19 +224,6 @@ class Sam2Segmenter(Segmenter):
         """Low-res logits -> (B, M, H, W) float32 at the input image's resolution."""
         return F.interpolate(low_res.float(), embedding.original_size, mode="bilinear", align_corners=False)
 
-    def decode(
-        self,
-        embedding: ImageEmbedding,
-        prompt_tokens: torch.Tensor | None = None,
-        boxes: torch.Tensor | None = None,
-        multimask_output: bool = False,
-    ) -> DecodeOutput:
-        batch = check_prompts(prompt_tokens, boxes, self.prompt_dim)
-        device = embedding.features["image_embed"].device
-        model_boxes = None if boxes is None else self.model_boxes(boxes.to(device), embedding.original_size)
-        sparse, dense = self.prompt_embeddings(batch, prompt_tokens, model_boxes)
-        low_res, iou = self.decode_low_res(embedding, sparse, dense, multimask_output)
-        return DecodeOutput(self.upscale(low_res, embedding), iou.float(), low_res)
 
 
 class Sam2MemoryTracker:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from lens_ros.model.segmenter import DecodeOutput, ImageEmbedding, Segmenter, check_prompts
+from lens_ros.model.segmenter import ImageEmbedding, Segmenter
 from lens_ros.model.weights import load_into, load_state_dict_file
 
 
@@ -215,17 +215,3 @@ class SamSegmenter(Segmenter):
     def upscale(self, low_res: torch.Tensor, embedding: ImageEmbedding) -> torch.Tensor:
         """Low-res logits -> (B, M, H, W) float32 at the input image's resolution."""
         return self.sam.postprocess_masks(low_res.float(), embedding.input_size, embedding.original_size)
-
-    def decode(
-        self,
-        embedding: ImageEmbedding,
-        prompt_tokens: torch.Tensor | None = None,
-        boxes: torch.Tensor | None = None,
-        multimask_output: bool = False,
-    ) -> DecodeOutput:
-        batch = check_prompts(prompt_tokens, boxes, self.prompt_dim)
-        device = embedding.features["image_embed"].device
-        model_boxes = None if boxes is None else self.model_boxes(boxes.to(device), embedding.original_size)
-        sparse, dense = self.prompt_embeddings(batch, prompt_tokens, model_boxes)
-        low_res, iou = self.decode_low_res(embedding, sparse, dense, multimask_output)
-        return DecodeOutput(self.upscale(low_res, embedding), iou.float(), low_res)

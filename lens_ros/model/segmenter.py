@@ -77,6 +77,25 @@ class Segmenter(nn.Module, ABC):
         """(B, 3, S, S) preprocessed images -> one ImageEmbedding per image (views)."""
 
     @abstractmethod
+    def model_boxes(self, boxes: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
+        """(B, 4) xyxy boxes in input-image pixels -> the model's input coordinates."""
+
+    @abstractmethod
+    def prompt_embeddings(
+        self, batch: int, prompt_tokens: torch.Tensor | None, model_boxes: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (sparse (B, N, prompt_dim) with box tokens first, dense "no mask" embedding)."""
+
+    @abstractmethod
+    def decode_low_res(
+        self, embedding: ImageEmbedding, sparse: torch.Tensor, dense: torch.Tensor, multimask_output: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask decoder only: -> (low-res logits (B, M, 4h, 4w), iou (B, M))."""
+
+    @abstractmethod
+    def upscale(self, low_res: torch.Tensor, embedding: ImageEmbedding) -> torch.Tensor:
+        """Low-res logits -> (B, M, H, W) float32 at the input image's resolution."""
+
     def decode(
         self,
         embedding: ImageEmbedding,
@@ -92,6 +111,12 @@ class Segmenter(nn.Module, ABC):
         At least one of them must be given; when both are, the box tokens come first
         (as in LENS, where the context token is appended after point/box prompts).
         """
+        batch = check_prompts(prompt_tokens, boxes, self.prompt_dim)
+        device = embedding.features["image_embed"].device
+        model_boxes = None if boxes is None else self.model_boxes(boxes.to(device), embedding.original_size)
+        sparse, dense = self.prompt_embeddings(batch, prompt_tokens, model_boxes)
+        low_res, iou = self.decode_low_res(embedding, sparse, dense, multimask_output)
+        return DecodeOutput(self.upscale(low_res, embedding), iou.float(), low_res)
 
     def encode(self, image: np.ndarray) -> ImageEmbedding:
         """(H, W, 3) uint8 RGB -> ImageEmbedding (no gradients)."""
