@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from lens_ros.model.types import ConfigError
+
 
 @dataclass
 class TrainConfig:
@@ -188,6 +190,22 @@ def config_from_dict(cls: type[C], values: dict[str, Any]) -> C:
 
 
 def load_config(
+    cls: type[C], path: str | Path | list[str | Path] | None = None, overrides: list[str] | None = None
+) -> C:
+    """Defaults of ``cls`` <- YAML file(s) (flat mappings) <- key=value overrides, in that order.
+
+    Anything wrong with a file or an override raises ConfigError saying which key or file.
+    """
+    try:
+        return _load_config(cls, path, overrides)
+    except ConfigError:
+        raise
+    except (ValueError, KeyError, TypeError, OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise ConfigError(f"{cls.__name__}: {message}") from exc
+
+
+def _load_config(
     cls: type[C], path: str | Path | list[str | Path] | None = None, overrides: list[str] | None = None
 ) -> C:
     """Defaults of ``cls`` <- YAML file(s) (flat mappings, later files win) <- key=value overrides."""

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from lens_ros.model.types import ConfigError
 from training.config import Stage1Config, Stage2Config, load_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config/training"
@@ -19,11 +20,11 @@ def test_overrides_win_over_yaml_and_defaults(tmp_path):
 
 
 def test_unknown_key_and_wrong_type_are_errors(tmp_path):
-    with pytest.raises(KeyError, match="unknown"):
+    with pytest.raises(ConfigError, match="unknown"):
         load_config(Stage1Config, None, ["learning_rate=1"])
-    with pytest.raises(ValueError, match="integer"):
+    with pytest.raises(ConfigError, match="integer"):
         load_config(Stage1Config, None, ["max_steps=1.5"])
-    with pytest.raises(ValueError, match="key=value"):
+    with pytest.raises(ConfigError, match="key=value"):
         load_config(Stage1Config, None, ["max_steps"])
 
 
