@@ -68,13 +68,18 @@ def naive_segment(pipe: Pipeline, image: np.ndarray, instruction: str, max_new_t
     inputs = lens.prepare([image], [instruction]).mllm
     lens.mllm.model.model.rope_deltas = None
     out = lens.mllm.model.generate(
-        input_ids=inputs.input_ids, attention_mask=inputs.attention_mask,
-        pixel_values=inputs.pixel_values, image_grid_thw=inputs.image_grid_thw,
-        mm_token_type_ids=inputs.mm_token_type_ids, max_new_tokens=max_new_tokens, do_sample=False,
-        eos_token_id=lens.mllm.eos_ids, pad_token_id=lens.mllm.pad_id,
+        input_ids=inputs.input_ids,
+        attention_mask=inputs.attention_mask,
+        pixel_values=inputs.pixel_values,
+        image_grid_thw=inputs.image_grid_thw,
+        mm_token_type_ids=inputs.mm_token_type_ids,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=lens.mllm.eos_ids,
+        pad_token_id=lens.mllm.pad_id,
     )
     lens.mllm.model.model.rope_deltas = None
-    text = lens.mllm.decode_completion(out[0, inputs.input_ids.shape[1]:].tolist())
+    text = lens.mllm.decode_completion(out[0, inputs.input_ids.shape[1] :].tolist())
     parsed = prompts.parse_answer(text)
     predictor = SamPredictor(lens.segmenter.sam)
     predictor.set_image(image)
@@ -96,17 +101,28 @@ def parts(pipe: Pipeline, frames: list[np.ndarray], repeats: int) -> list[dict]:
 
     def prefill():
         lens.mllm.model.model.rope_deltas = None
-        lens.mllm.model(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask,
-                        pixel_values=inputs.pixel_values, image_grid_thw=inputs.image_grid_thw,
-                        mm_token_type_ids=inputs.mm_token_type_ids, use_cache=True)
+        lens.mllm.model(
+            input_ids=inputs.input_ids,
+            attention_mask=inputs.attention_mask,
+            pixel_values=inputs.pixel_values,
+            image_grid_thw=inputs.image_grid_thw,
+            mm_token_type_ids=inputs.mm_token_type_ids,
+            use_cache=True,
+        )
 
     def generate_n():
         lens.mllm.model.model.rope_deltas = None
         lens.mllm.model.generate(
-            input_ids=inputs.input_ids, attention_mask=inputs.attention_mask,
-            pixel_values=inputs.pixel_values, image_grid_thw=inputs.image_grid_thw,
-            mm_token_type_ids=inputs.mm_token_type_ids, max_new_tokens=n_tokens, min_new_tokens=n_tokens,
-            do_sample=False, pad_token_id=lens.mllm.pad_id)
+            input_ids=inputs.input_ids,
+            attention_mask=inputs.attention_mask,
+            pixel_values=inputs.pixel_values,
+            image_grid_thw=inputs.image_grid_thw,
+            mm_token_type_ids=inputs.mm_token_type_ids,
+            max_new_tokens=n_tokens,
+            min_new_tokens=n_tokens,
+            do_sample=False,
+            pad_token_id=lens.mllm.pad_id,
+        )
 
     with torch.no_grad():
         prefill_ms = _median_ms(prefill, repeats)
@@ -124,8 +140,11 @@ def parts(pipe: Pipeline, frames: list[np.ndarray], repeats: int) -> list[dict]:
     rows = [
         {"part": "MLLM prefill (prompt + image)", "ms": prefill_ms},
         {"part": "MLLM decode, per token", "ms": max(gen_ms - prefill_ms, 0.0) / n_tokens},
-        {"part": "Pipeline: generation (prefill + decode)", "ms": med("generate_ms"),
-         "value": f"{med('num_generated_tokens'):.0f} tokens"},
+        {
+            "part": "Pipeline: generation (prefill + decode)",
+            "ms": med("generate_ms"),
+            "value": f"{med('num_generated_tokens'):.0f} tokens",
+        },
         {"part": "Pipeline: context module (queries on KV cache + connector)", "ms": med("context_ms")},
         {"part": "Pipeline: segmenter image encoder (torch)", "ms": encoder_ms},
         {"part": "Pipeline: segmenter decoder (torch)", "ms": decoder_ms},
@@ -143,15 +162,26 @@ def parts(pipe: Pipeline, frames: list[np.ndarray], repeats: int) -> list[dict]:
             ort_encoder_ms = _median_ms(lambda: ort.encode(image), repeats)
             ort_decoder_ms = _median_ms(lambda: ort.decode(ort_emb, prompt_tokens=tokens), repeats)
         rows += [
-            {"part": "segmenter image encoder (onnxruntime)", "ms": ort_encoder_ms,
-             "ratio_vs_torch": encoder_ms / ort_encoder_ms},
-            {"part": "segmenter decoder (onnxruntime)", "ms": ort_decoder_ms,
-             "ratio_vs_torch": decoder_ms / ort_decoder_ms},
+            {
+                "part": "segmenter image encoder (onnxruntime)",
+                "ms": ort_encoder_ms,
+                "ratio_vs_torch": encoder_ms / ort_encoder_ms,
+            },
+            {
+                "part": "segmenter decoder (onnxruntime)",
+                "ms": ort_decoder_ms,
+                "ratio_vs_torch": decoder_ms / ort_decoder_ms,
+            },
         ]
     except Exception as exc:  # noqa: BLE001 - the table says why the ORT rows are missing
         rows.append({"part": f"onnxruntime: not measured ({type(exc).__name__}: {str(exc)[:120]})"})
-    rows.append({"part": "peak RSS of this process (MiB)", "ms": None,
-                 "value": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    rows.append(
+        {
+            "part": "peak RSS of this process (MiB)",
+            "ms": None,
+            "value": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+    )
     if torch.cuda.is_available():
         rows.append({"part": "CUDA max allocated (MiB)", "value": torch.cuda.max_memory_allocated() / 2**20})
     return rows
@@ -176,9 +206,16 @@ def tracking(pipe: Pipeline, sizes: dict[str, tuple[int, int]], count: int) -> l
             pipe.segment(frame, INSTRUCTION)
             reason_ms.append((time.perf_counter() - t0) * 1000)
         reason_hz = (len(frames) - 1) / (time.perf_counter() - start)
-        rows.append({"size": name, "track_median_ms": statistics.median(per_frame), "track_hz": track_hz,
-                     "reason_every_frame_ms": statistics.median(reason_ms), "reason_every_frame_hz": reason_hz,
-                     "speedup": track_hz / reason_hz})
+        rows.append(
+            {
+                "size": name,
+                "track_median_ms": statistics.median(per_frame),
+                "track_hz": track_hz,
+                "reason_every_frame_ms": statistics.median(reason_ms),
+                "reason_every_frame_hz": reason_hz,
+                "speedup": track_hz / reason_hz,
+            }
+        )
     return rows
 
 
@@ -195,8 +232,10 @@ def end_to_end(pipe: Pipeline, frames: list[np.ndarray]) -> list[dict]:
             naive_segment(pipe, frame, INSTRUCTION, max_new)
         naive_ms.append((time.perf_counter() - t0) * 1000)
     lens_med, naive_med = statistics.median(lens_ms), statistics.median(naive_ms)
-    return [{"pipeline": "naive (HF generate -> SamPredictor, fp32, no cache/overlap)", "median_ms": naive_med},
-            {"pipeline": "lens_ros Pipeline.segment", "median_ms": lens_med, "speedup_vs_naive": naive_med / lens_med}]
+    return [
+        {"pipeline": "naive (HF generate -> SamPredictor, fp32, no cache/overlap)", "median_ms": naive_med},
+        {"pipeline": "lens_ros Pipeline.segment", "median_ms": lens_med, "speedup_vs_naive": naive_med / lens_med},
+    ]
 
 
 def run(quick: bool, model: str = "lens-tiny") -> dict:
@@ -212,8 +251,17 @@ def run(quick: bool, model: str = "lens-tiny") -> dict:
         "note": f"Model: {used}; device {device}; torch threads {torch.get_num_threads()}.",
         "sections": {
             "parts": {"columns": ["part", "ms", "ratio_vs_torch", "value"], "rows": part_rows},
-            "tracking": {"columns": ["size", "track_median_ms", "track_hz", "reason_every_frame_ms",
-                                     "reason_every_frame_hz", "speedup"], "rows": track_rows},
+            "tracking": {
+                "columns": [
+                    "size",
+                    "track_median_ms",
+                    "track_hz",
+                    "reason_every_frame_ms",
+                    "reason_every_frame_hz",
+                    "speedup",
+                ],
+                "rows": track_rows,
+            },
             "end_to_end (in process)": {"columns": ["pipeline", "median_ms", "speedup_vs_naive"], "rows": e2e_rows},
         },
     }

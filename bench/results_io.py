@@ -58,8 +58,13 @@ def machine_slug(desc: dict) -> str:
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=5,
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -86,10 +91,14 @@ def write_results(suites: dict[str, dict], mode: str, out_dir: Path = RESULTS_DI
     json_path, md_path = out_dir / f"{name}.json", out_dir / f"{name}.md"
     payload = {"machine": desc, "mode": mode, "utc": stamp.isoformat(timespec="seconds"), "suites": suites}
     json_path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
-    parts = [f"# lens_ros benchmarks ({mode})", "",
-             f"Machine: {desc['cpu']}, {desc['cores']} cores, {desc['memory_gib']} GiB"
-             + (f", GPU {desc['gpu']}" if desc["gpu"] else ", no GPU")
-             + f"; load average {desc['load_average_1min']}; commit {desc['git_commit']}; {payload['utc']}", ""]
+    parts = [
+        f"# lens_ros benchmarks ({mode})",
+        "",
+        f"Machine: {desc['cpu']}, {desc['cores']} cores, {desc['memory_gib']} GiB"
+        + (f", GPU {desc['gpu']}" if desc["gpu"] else ", no GPU")
+        + f"; load average {desc['load_average_1min']}; commit {desc['git_commit']}; {payload['utc']}",
+        "",
+    ]
     for suite, result in suites.items():
         parts += [f"## {suite}", ""]
         if result.get("note"):

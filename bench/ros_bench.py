@@ -13,8 +13,14 @@ from __future__ import annotations
 import statistics
 import time
 
-INSTRUCTIONS = ("the red cube", "the blue cylinder", "the green sphere", "the object closest to the camera",
-                "something you could pour water into", "the yellow cup")
+INSTRUCTIONS = (
+    "the red cube",
+    "the blue cylinder",
+    "the green sphere",
+    "the object closest to the camera",
+    "something you could pour water into",
+    "the yellow cup",
+)
 
 
 def measure_ros(model: str, repeats: int, track_seconds: float, size: tuple[int, int]) -> dict:
@@ -37,10 +43,12 @@ def measure_ros(model: str, repeats: int, track_seconds: float, size: tuple[int,
     rclpy.init(context=context)
     node = rclpy.create_node("lens_ros_bench", context=context)
     answers: list[tuple[float, Segmentation]] = []
-    node.create_subscription(Segmentation, f"/{LENS_NODE}/segmentation",
-                             lambda m: answers.append((time.monotonic(), m)), 50)
-    latched = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
-                         durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+    node.create_subscription(
+        Segmentation, f"/{LENS_NODE}/segmentation", lambda m: answers.append((time.monotonic(), m)), 50
+    )
+    latched = QoSProfile(
+        depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL
+    )
     pub = node.create_publisher(String, "/instruction", latched)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
@@ -80,8 +88,12 @@ def measure_ros(model: str, repeats: int, track_seconds: float, size: tuple[int,
         node.destroy_node()
         rclpy.shutdown(context=context)
         group.stop()
-    return {"first_mask_ms": statistics.median(first_mask_ms) if first_mask_ms else None,
-            "answered": len(first_mask_ms), "track_hz": track_hz, "track_node_ms": track_ms}
+    return {
+        "first_mask_ms": statistics.median(first_mask_ms) if first_mask_ms else None,
+        "answered": len(first_mask_ms),
+        "track_hz": track_hz,
+        "track_node_ms": track_ms,
+    }
 
 
 def run(quick: bool, model: str = "lens-tiny") -> dict:
@@ -100,11 +112,25 @@ def run(quick: bool, model: str = "lens-tiny") -> dict:
     rows = []
     for size in ((640, 480),) if quick else ((640, 480), (1280, 720)):
         ros = measure_ros(model_arg, 3 if quick else 10, 5.0 if quick else 20.0, size)
-        rows.append({"camera": f"{size[0]}x{size[1]}", "naive_in_process_ms": naive_ms, **ros,
-                     "speedup_vs_naive": naive_ms / ros["first_mask_ms"] if ros["first_mask_ms"] else None})
-    return {"note": f"Model: {used}. first_mask_ms = /instruction published -> first reasoned ~/segmentation "
-                    "received in another process; track_hz = tracked answers per second afterwards.",
-            "columns": ["camera", "naive_in_process_ms", "first_mask_ms", "speedup_vs_naive", "answered",
-                        "track_hz", "track_node_ms"],
-            "rows": rows}
-
+        rows.append(
+            {
+                "camera": f"{size[0]}x{size[1]}",
+                "naive_in_process_ms": naive_ms,
+                **ros,
+                "speedup_vs_naive": naive_ms / ros["first_mask_ms"] if ros["first_mask_ms"] else None,
+            }
+        )
+    return {
+        "note": f"Model: {used}. first_mask_ms = /instruction published -> first reasoned ~/segmentation "
+        "received in another process; track_hz = tracked answers per second afterwards.",
+        "columns": [
+            "camera",
+            "naive_in_process_ms",
+            "first_mask_ms",
+            "speedup_vs_naive",
+            "answered",
+            "track_hz",
+            "track_node_ms",
+        ],
+        "rows": rows,
+    }

@@ -78,8 +78,9 @@ def run_soak(minutes: float, every: float, model: str, env: dict | None = None) 
 
     node.create_subscription(Segmentation, f"/{LENS_NODE}/segmentation", on_segmentation, 50)
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
-    latched = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
-                         durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+    latched = QoSProfile(
+        depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL
+    )
     instruction_pub = node.create_publisher(String, "/instruction", latched)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
@@ -118,7 +119,7 @@ def summarise(samples, outputs, statuses, errors, diag, minutes, instructions, f
     warm_start = (first_output_s or 0.0) + 10.0
     warm = [r for t, r in samples if t >= warm_start]
     baseline = statistics.median(warm[: max(1, len(warm) // 5)]) if warm else None
-    final = statistics.median(warm[-max(1, len(warm) // 5):]) if warm else None
+    final = statistics.median(warm[-max(1, len(warm) // 5) :]) if warm else None
     growth = (final - baseline) / baseline if baseline else None
     duration = (outputs[-1] - outputs[0]) if len(outputs) > 1 else 0.0
 
@@ -172,17 +173,37 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_dds()
     summary = run_soak(args.minutes, args.every, args.model)
-    row = {k: summary[k] for k in ("minutes", "instructions_sent", "outputs", "output_hz", "rss_mib_after_warmup",
-                                   "rss_mib_final", "rss_growth", "node_frames_received", "node_dropped_total",
-                                   "drops_accounted")}
-    suite = {"note": f"model {args.model}; statuses {summary['statuses']}; errors {summary['errors'][:3]}",
-             "columns": list(row), "rows": [row], "summary": summary}
+    row = {
+        k: summary[k]
+        for k in (
+            "minutes",
+            "instructions_sent",
+            "outputs",
+            "output_hz",
+            "rss_mib_after_warmup",
+            "rss_mib_final",
+            "rss_growth",
+            "node_frames_received",
+            "node_dropped_total",
+            "drops_accounted",
+        )
+    }
+    suite = {
+        "note": f"model {args.model}; statuses {summary['statuses']}; errors {summary['errors'][:3]}",
+        "columns": list(row),
+        "rows": [row],
+        "summary": summary,
+    }
     json_path, md_path = write_results({"soak": suite}, f"soak-{args.minutes:g}min")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2, default=float))
     print(md_path.read_text())
-    ok = (summary["rss_growth"] is not None and summary["rss_growth"] < 0.05 and summary["drops_accounted"]
-          and summary["outputs"] > 0)
+    ok = (
+        summary["rss_growth"] is not None
+        and summary["rss_growth"] < 0.05
+        and summary["drops_accounted"]
+        and summary["outputs"] > 0
+    )
     print("soak", "PASSED" if ok else "FAILED targets", file=sys.stderr)
     return 0 if ok else 1
 

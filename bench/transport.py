@@ -96,16 +96,24 @@ def measure(profile: str, qos: str, size: str, hz: float, count: int, env: dict)
     width, height = SIZES[size]
     out = Path(os.environ.get("TMPDIR", "/tmp")) / f"lens_bench_transport_{os.getpid()}.json"
     common = [sys.executable, "-m", "bench.transport", "--profile", profile, "--qos", qos]
-    sub = subprocess.Popen(common + ["--role", "sub", "--seconds", str(count / hz + 8), "--out", str(out)],
-                           env=env, cwd=ROOT)
-    pub = subprocess.Popen(common + ["--role", "pub", "--size", size, "--hz", str(hz), "--count", str(count)],
-                           env=env, cwd=ROOT)
+    sub = subprocess.Popen(
+        common + ["--role", "sub", "--seconds", str(count / hz + 8), "--out", str(out)], env=env, cwd=ROOT
+    )
+    pub = subprocess.Popen(
+        common + ["--role", "pub", "--size", size, "--hz", str(hz), "--count", str(count)], env=env, cwd=ROOT
+    )
     pub.wait(timeout=count / hz + 60)
     sub.wait(timeout=count / hz + 60)
     latencies = np.array(json.loads(out.read_text()) if out.exists() else [])
     out.unlink(missing_ok=True)
-    row = {"profile": profile, "qos": qos, "size": size, "sent": count, "delivered": int(latencies.size),
-           "delivered_ratio": latencies.size / count}
+    row = {
+        "profile": profile,
+        "qos": qos,
+        "size": size,
+        "sent": count,
+        "delivered": int(latencies.size),
+        "delivered_ratio": latencies.size / count,
+    }
     if latencies.size:
         row.update(median_ms=float(np.median(latencies)), p95_ms=float(np.percentile(latencies, 95)))
     return row
@@ -129,8 +137,17 @@ def run(quick: bool) -> dict:
     return {
         "note": "Publish-to-callback latency of rgb8 frames at 30 Hz between two processes; "
         "`shipped` = config/fastdds_profile.xml, `default` = Fast DDS's built-in transports.",
-        "columns": ["size", "qos", "profile", "sent", "delivered", "delivered_ratio", "median_ms", "p95_ms",
-                    "latency_vs_shipped"],
+        "columns": [
+            "size",
+            "qos",
+            "profile",
+            "sent",
+            "delivered",
+            "delivered_ratio",
+            "median_ms",
+            "p95_ms",
+            "latency_vs_shipped",
+        ],
         "rows": rows,
     }
 

@@ -79,9 +79,7 @@ def image_to_numpy(msg) -> np.ndarray:
         raise ImageConversionError(f"image of {step * height} bytes exceeds {MAX_IMAGE_BYTES}")
     buffer = _as_bytes(msg.data)
     if buffer.size != step * height:
-        raise ImageConversionError(
-            f"data has {buffer.size} bytes but step*height = {step}*{height} = {step * height}"
-        )
+        raise ImageConversionError(f"data has {buffer.size} bytes but step*height = {step}*{height} = {step * height}")
     rows = buffer.reshape(height, step)[:, :row_bytes]
     dtype = info.dtype.newbyteorder(">" if msg.is_bigendian else "<")
     array = np.ascontiguousarray(rows).view(dtype).reshape(height, width, info.channels)

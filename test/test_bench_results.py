@@ -9,8 +9,11 @@ from bench.results_io import machine_description, markdown_table, write_results
 
 def test_results_files_name_the_machine_and_hold_every_row(tmp_path):
     suites = {
-        "transport": {"note": "two processes", "columns": ["size", "median_ms"],
-                      "rows": [{"size": "640x480", "median_ms": 3.25}, {"size": "1280x720", "median_ms": 6.5}]},
+        "transport": {
+            "note": "two processes",
+            "columns": ["size", "median_ms"],
+            "rows": [{"size": "640x480", "median_ms": 3.25}, {"size": "1280x720", "median_ms": 6.5}],
+        },
         "model": {"sections": {"parts": {"columns": ["part", "ms"], "rows": [{"part": "decoder", "ms": 1.5}]}}},
         "broken": {"error": "RuntimeError: no model"},
     }

@@ -225,7 +225,6 @@ class Sam2Segmenter(Segmenter):
         return F.interpolate(low_res.float(), embedding.original_size, mode="bilinear", align_corners=False)
 
 
-
 class Sam2MemoryTracker:
     """SAM 2 video memory between reasonings: the reasoned frame's mask conditions the
     memory bank, later frames are segmented from memory alone (no prompt, no MLLM).

@@ -20,7 +20,6 @@ from lens_ros.model.types import LensError
 HERE = Path(__file__).resolve().parent
 
 
-
 def scene_image(seed: int = 3) -> np.ndarray:
     from training.data.synthetic_world import generate_sample
 
@@ -86,12 +85,15 @@ def test_node_reports_out_of_memory_and_recovers(launcher, probe, tiny_bundle):
     probe.spin_until(lambda: any(m.status in SERVED for _, m in segs), 120, "a first answer")
     pub.publish(String(data="the blue cylinder"))  # the 2nd reasoning fails with OOM
     error = probe.spin_until(
-        lambda: next((m for _, m in segs if m.status == Segmentation.STATUS_ERROR), None), 60, "an OOM status")
+        lambda: next((m for _, m in segs if m.status == Segmentation.STATUS_ERROR), None), 60, "an OOM status"
+    )
     assert "out of memory" in error.status_text
     start = len(segs)
     recovered = probe.spin_until(
-        lambda: next((m for _, m in segs[start:] if m.status in SERVED and m.instruction == "the blue cylinder"),
-                     None), 60, "an answer after the out-of-memory error")
+        lambda: next((m for _, m in segs[start:] if m.status in SERVED and m.instruction == "the blue cylinder"), None),
+        60,
+        "an answer after the out-of-memory error",
+    )
     assert recovered.objects is not None
 
 
@@ -126,8 +128,11 @@ def test_node_killed_and_restarted_resumes_the_last_instruction(launcher, probe)
     probe.spin_for(1.0)
     segs.clear()
     launcher.start([node_spec()], oracle=True, extra_env=oracle_env())
-    seg = probe.spin_until(lambda: next((m for _, m in segs if m.status in SERVED), None), 60,
-                           "an answer from the restarted node without a new instruction")
+    seg = probe.spin_until(
+        lambda: next((m for _, m in segs if m.status in SERVED), None),
+        60,
+        "an answer from the restarted node without a new instruction",
+    )
     assert seg.instruction == "object 1"
     from training.data.synthetic_world import SceneAnimator
 

@@ -13,8 +13,31 @@ from hypothesis import strategies as st
 from lens_ros.model.prompts import MAX_ANSWER_CHARS, find_box, parse_answer
 from lens_ros.model.types import ConfigError, LensError
 
-pieces = st.sampled_from(["<think>", "</think>", "<answer>", "</answer>", "[", "]", "(", ")", ",", "-", ".",
-                          "1", "23", "456", "9999999999", "1e309", "nan", " ", "\n", "<|im_end|>", "box"])
+pieces = st.sampled_from(
+    [
+        "<think>",
+        "</think>",
+        "<answer>",
+        "</answer>",
+        "[",
+        "]",
+        "(",
+        ")",
+        ",",
+        "-",
+        ".",
+        "1",
+        "23",
+        "456",
+        "9999999999",
+        "1e309",
+        "nan",
+        " ",
+        "\n",
+        "<|im_end|>",
+        "box",
+    ]
+)
 answers = st.one_of(st.text(max_size=400), st.lists(pieces, max_size=80).map("".join))
 
 
@@ -50,8 +73,14 @@ def test_hostile_answers_stay_fast_and_bounded():
 
 
 keys = st.sampled_from(["lr", "batch_size", "max_steps", "seed", "nope", "", "=", "group_size", "beta"])
-values = st.one_of(st.text(max_size=20), st.integers(), st.floats(allow_nan=True), st.just("[1, 2"),
-                   st.just("{a: b}"), st.just("!!python/object:os.system ls"))
+values = st.one_of(
+    st.text(max_size=20),
+    st.integers(),
+    st.floats(allow_nan=True),
+    st.just("[1, 2"),
+    st.just("{a: b}"),
+    st.just("!!python/object:os.system ls"),
+)
 
 
 @settings(max_examples=300, deadline=None)

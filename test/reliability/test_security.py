@@ -14,7 +14,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = sorted(
-    p for d in ("lens_ros", "training", "bench", "launch", "scripts") for p in (ROOT / d).rglob("*")
+    p
+    for d in ("lens_ros", "training", "bench", "launch", "scripts")
+    for p in (ROOT / d).rglob("*")
     if p.is_file() and (p.suffix == ".py" or p.parent.name == "scripts") and "__pycache__" not in p.parts
 )
 # The one module allowed to touch pickle: it subclasses pickle.Unpickler and admits
@@ -42,9 +44,12 @@ def test_sources_were_found():
 
 def test_no_eval_or_exec():
     # The builtins only: nn.Module.eval() (an attribute call) is fine.
-    offenders = [f"{p.relative_to(ROOT)}:{n.lineno}" for p, t in parsed() for n, owner, name in calls(t)
-                 if name in ("eval", "exec")
-                 and (isinstance(n.func, ast.Name) or owner == "builtins")]
+    offenders = [
+        f"{p.relative_to(ROOT)}:{n.lineno}"
+        for p, t in parsed()
+        for n, owner, name in calls(t)
+        if name in ("eval", "exec") and (isinstance(n.func, ast.Name) or owner == "builtins")
+    ]
     assert not offenders, f"eval/exec found: {offenders}"
 
 

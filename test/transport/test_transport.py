@@ -12,11 +12,11 @@ import pytest
 
 pytest.importorskip("rclpy", reason="rclpy is installed by `make setup`")
 pytest.importorskip("lens_ros.msg", reason="interfaces are built by `make setup`")
+from lens_ros.msg import Segmentation  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from lens_ros.image_conversion import image_to_numpy  # noqa: E402
-from lens_ros.msg import Segmentation  # noqa: E402
 
 PEER = Path(__file__).with_name("peer.py")
 pytestmark = pytest.mark.ros
@@ -49,8 +49,15 @@ def collect(context, msg_type, topic, qos, args, env, timeout):
 
 
 def test_segmentation_with_mask_crosses_processes(rclpy_context, ros_env):
-    received = collect(rclpy_context, Segmentation, "/lens_test/segmentation", 10,
-                       ["segmentation", "/lens_test/segmentation", "5"], ros_env, timeout=40)
+    received = collect(
+        rclpy_context,
+        Segmentation,
+        "/lens_test/segmentation",
+        10,
+        ["segmentation", "/lens_test/segmentation", "5"],
+        ros_env,
+        timeout=40,
+    )
     assert len(received) == 5, f"expected 5 Segmentation messages, got {len(received)}"
     msg = received[-1][1]
     assert msg.instruction == "the red cube" and msg.rationale == "reply 4"
@@ -65,9 +72,15 @@ def test_segmentation_with_mask_crosses_processes(rclpy_context, ros_env):
 def test_720p_images_at_30hz_arrive_over_best_effort(rclpy_context, ros_env):
     """Without the shipped profile Fast DDS delivers none of these (> 512 KB each)."""
     sent = 90
-    received = collect(rclpy_context, Image, "/lens_test/image", qos_profile_sensor_data,
-                       ["images", "/lens_test/image", "1280", "720", "30", str(sent / 30)], ros_env,
-                       timeout=60)
+    received = collect(
+        rclpy_context,
+        Image,
+        "/lens_test/image",
+        qos_profile_sensor_data,
+        ["images", "/lens_test/image", "1280", "720", "30", str(sent / 30)],
+        ros_env,
+        timeout=60,
+    )
     assert len(received) >= 0.8 * sent, f"only {len(received)} of {sent} 1280x720 frames delivered"
     first = received[0][1]
     assert (first.width, first.height, first.encoding) == (1280, 720, "rgb8")
