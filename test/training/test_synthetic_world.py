@@ -145,4 +145,3 @@ def test_animator_moves_objects_and_keeps_labels_exact():
     assert max(moved) > 0.005
     assert not np.array_equal(f0.image, f1.image)
     assert anim.expression(0.0, "simple") is not None
-

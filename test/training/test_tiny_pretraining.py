@@ -65,8 +65,7 @@ def test_sft_loss_backpropagates_into_vision_and_lm(tokenizer):
     from training.tiny.pretrain_mllm import SFTLoss, tiny_image_config
 
     torch.manual_seed(0)
-    cfg = TinyMLLMConfig(vision_depth=1, vision_hidden=32, text_hidden=64, text_layers=1, text_heads=2,
-                         text_kv_heads=1)
+    cfg = TinyMLLMConfig(vision_depth=1, vision_hidden=32, text_hidden=64, text_layers=1, text_heads=2, text_kv_heads=1)
     qwen = build_tiny_qwen(tokenizer, cfg)
     mllm = MLLM(qwen, tokenizer, tiny_image_config(), cot=True)
     loss_fn = SFTLoss(mllm, AuxHeads(64), 1.0)
@@ -88,8 +87,20 @@ def test_soft_number_targets_peak_at_the_value():
 def test_sam_pretraining_resumes_where_it_stopped(tmp_path):
     from training.tiny import pretrain_sam
 
-    args = ["--out", str(tmp_path), "--minutes", "0.02", "--images-per-step", "1", "--prompts-per-image", "2",
-            "--eval-images", "1", "--warmup-steps", "1"]
+    args = [
+        "--out",
+        str(tmp_path),
+        "--minutes",
+        "0.02",
+        "--images-per-step",
+        "1",
+        "--prompts-per-image",
+        "2",
+        "--eval-images",
+        "1",
+        "--warmup-steps",
+        "1",
+    ]
     pretrain_sam.main(args)
     first = (tmp_path / "checkpoints" / "latest").read_text()
     pretrain_sam.main(args[:3] + ["0.04"] + args[4:])

@@ -249,8 +249,14 @@ def render_frame(objs: list[ObjectSpec], size: tuple[int, int], table: int = 0) 
         vis = int(mask[y0:y1, x0:x1].sum()) if r.rects[i] is not None else 0
         objects.append(
             SceneObject(
-                o.shape, o.color, o.size, mask, box, object_pose(o),
-                vis / r.own[i] if r.own[i] else 0.0, o.unseen,
+                o.shape,
+                o.color,
+                o.size,
+                mask,
+                box,
+                object_pose(o),
+                vis / r.own[i] if r.own[i] else 0.0,
+                o.unseen,
             )
         )
     return Frame(r.image, r.depth, intrinsics(size).astype(np.float32), objects)
@@ -297,9 +303,18 @@ def generate_sample(
         if frame.objects[expr.target].mask.sum() == 0:  # too small at a tiny resolution
             continue
         return Sample(
-            frame.image, frame.depth, frame.K, frame.objects,
-            expression=expr.text, kind=expr.kind, template=expr.template, rationale=expr.rationale,
-            target=expr.target, split=split, seed=int(seed), heldout_template=expr.heldout_template,
+            frame.image,
+            frame.depth,
+            frame.K,
+            frame.objects,
+            expression=expr.text,
+            kind=expr.kind,
+            template=expr.template,
+            rationale=expr.rationale,
+            target=expr.target,
+            split=split,
+            seed=int(seed),
+            heldout_template=expr.heldout_template,
         )
 
 

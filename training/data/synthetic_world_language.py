@@ -150,11 +150,7 @@ def relational_spatial(objs, i, rng, heldout):
     a = int(rng.choice(anchors))
     rel = str(rng.choice(list(RELATIONS)))
     noun = o.shape if rng.random() < 0.7 else "object"
-    verdicts = [
-        _relation_holds(rel, p, objs[a])
-        for j, p in enumerate(objs)
-        if j != a and _noun_matches(p, noun)
-    ]
+    verdicts = [_relation_holds(rel, p, objs[a]) for j, p in enumerate(objs) if j != a and _noun_matches(p, noun)]
     if _relation_holds(rel, o, objs[a]) != 1 or sorted(verdicts) != sorted([1] + [0] * (len(verdicts) - 1)):
         return None
     anchor = unique_name(objs, a)
@@ -182,9 +178,7 @@ def relational_ordinal(objs, i, rng, heldout):
     if rank >= len(ORDINALS):
         return None
     ordinal = ORDINALS[rank]
-    text = (
-        f"the {noun} that is {ordinal} from the {side}" if heldout else f"the {ordinal} {noun} from the {side}"
-    )
+    text = f"the {noun} that is {ordinal} from the {side}" if heldout else f"the {ordinal} {noun} from the {side}"
     listing = " , ".join(objs[j].description(with_size=False) for j in order[: rank + 1])
     return text, f"from the {side} the {PLURALS[noun]} are : {listing} . {_final(o)}"
 
@@ -249,10 +243,22 @@ def reasoning_affordance(objs, i, rng, heldout):
 
 COMPARATIVES = {
     # name: (train phrase, held-out phrase, key, largest?, ratio margin, reason)
-    "closest": ("the object closest to the camera", "the object nearest to the camera", camera_distance, False, 1.08,
-                "comparing distances to the camera"),
-    "farthest": ("the object farthest from the camera", "the object furthest from the camera", camera_distance, True,
-                 1.08, "comparing distances to the camera"),
+    "closest": (
+        "the object closest to the camera",
+        "the object nearest to the camera",
+        camera_distance,
+        False,
+        1.08,
+        "comparing distances to the camera",
+    ),
+    "farthest": (
+        "the object farthest from the camera",
+        "the object furthest from the camera",
+        camera_distance,
+        True,
+        1.08,
+        "comparing distances to the camera",
+    ),
     "tallest": ("the tallest object", "the highest object", lambda p: p.height, True, 1.25, "comparing heights"),
     "biggest": ("the biggest object", "the largest object", lambda p: p.volume, True, 1.5, "comparing sizes"),
     "smallest": ("the smallest object", "the tiniest object", lambda p: p.volume, False, 1.5, "comparing sizes"),
@@ -324,8 +330,12 @@ def vocabulary() -> list[str]:
     """Every word any expression or rationale can contain (for the tokenizer)."""
     words: set[str] = set()
     parts = [
-        " ".join(COLORS), " ".join(SHAPES), " ".join(PLURALS.values()), " ".join(SIZES),
-        " ".join(ORDINALS), "left right object objects the that is only there are one other",
+        " ".join(COLORS),
+        " ".join(SHAPES),
+        " ".join(PLURALS.values()),
+        " ".join(SIZES),
+        " ".join(ORDINALS),
+        "left right object objects the that is only there are one other",
         "reference it : , . target from wins thing a",
         " ".join(p for v in RELATIONS.values() for p in v),
         "closest to nearest is",

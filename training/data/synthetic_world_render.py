@@ -47,9 +47,7 @@ def intrinsics(size: tuple[int, int]) -> np.ndarray:
     """K (3, 3) float64 of the fixed camera rendered at size (W, H)."""
     w, h = size
     sx, sy = w / BASE_SIZE[0], h / BASE_SIZE[1]
-    return np.array(
-        [[BASE_FOCAL * sx, 0.0, w / 2.0], [0.0, BASE_FOCAL * sy, h / 2.0], [0.0, 0.0, 1.0]]
-    )
+    return np.array([[BASE_FOCAL * sx, 0.0, w / 2.0], [0.0, BASE_FOCAL * sy, h / 2.0], [0.0, 0.0, 1.0]])
 
 
 @dataclass(frozen=True)
@@ -260,9 +258,7 @@ class ObjectHits:
     shade: np.ndarray
 
 
-def cast_object(
-    solid: Solid, position: np.ndarray, yaw: float, size: tuple[int, int]
-) -> ObjectHits | None:
+def cast_object(solid: Solid, position: np.ndarray, yaw: float, size: tuple[int, int]) -> ObjectHits | None:
     """Cast the rays of the object's rectangle; position is the base centre (world, z = 0)."""
     rot = rotation_z(yaw)
     corners = local_corners(solid) @ rot.T + position
@@ -281,9 +277,7 @@ def cast_object(
     return ObjectHits(rect, t.reshape(hh, ww), shade.reshape(hh, ww))
 
 
-def shadow_factor(
-    xy: np.ndarray, position: np.ndarray, radius: float, height: float
-) -> np.ndarray:
+def shadow_factor(xy: np.ndarray, position: np.ndarray, radius: float, height: float) -> np.ndarray:
     """Soft contact shadow on the table (values in (0, 1]) cast away from the light."""
     offset = -LIGHT_DIR[:2] / LIGHT_DIR[2] * height * 0.35
     rel = xy - (position[:2] + offset)

@@ -54,10 +54,30 @@ def run_pretraining(cfg: BuildConfig) -> None:
     work = Path(cfg.work)
     env_cmd = [sys.executable, "-m"]
     procs = [
-        subprocess.Popen([*env_cmd, "training.tiny.pretrain_sam", "--out", str(work / "sam"),
-                          "--minutes", str(cfg.sam_minutes), "--threads", "1"]),
-        subprocess.Popen([*env_cmd, "training.tiny.pretrain_mllm", "--out", str(work / "mllm"),
-                          "--minutes", str(cfg.mllm_minutes), "--threads", str(cfg.threads)]),
+        subprocess.Popen(
+            [
+                *env_cmd,
+                "training.tiny.pretrain_sam",
+                "--out",
+                str(work / "sam"),
+                "--minutes",
+                str(cfg.sam_minutes),
+                "--threads",
+                "1",
+            ]
+        ),
+        subprocess.Popen(
+            [
+                *env_cmd,
+                "training.tiny.pretrain_mllm",
+                "--out",
+                str(work / "mllm"),
+                "--minutes",
+                str(cfg.mllm_minutes),
+                "--threads",
+                str(cfg.threads),
+            ]
+        ),
     ]
     codes = [p.wait() for p in procs]
     if any(codes):
@@ -69,8 +89,9 @@ def context_config(hidden: int):
 
     # connector depth 2 (LENS: 4) keeps the bundle under 25 MB; the Conv1d over the 64
     # queries alone is hidden^2 * 64 = 4.2 M parameters.
-    return ContextModuleConfig(hidden_size=hidden, num_queries=64, out_dim=TINY_SAM.prompt_embed_dim,
-                               connector_depth=2, connector_heads=4)
+    return ContextModuleConfig(
+        hidden_size=hidden, num_queries=64, out_dim=TINY_SAM.prompt_embed_dim, connector_depth=2, connector_heads=4
+    )
 
 
 def assemble_base(work: Path) -> Path:
@@ -108,10 +129,23 @@ def run_stage1(cfg: BuildConfig, base: Path) -> Path:
 
     out = Path(cfg.work) / "stage1"
     s1 = Stage1Config(
-        out_dir=str(out), model=str(base), cot=True, data=f"synthetic:train:1000000:{SYNTHETIC_FRAME}",
-        batch_size=cfg.stage1_batch, max_steps=cfg.stage1_steps, lr=cfg.stage1_lr, warmup_steps=30,
-        min_lr_ratio=0.1, weight_decay=0.0, mixed_precision="no", num_threads=cfg.threads, ckpt_every=50,
-        log_every=10, tensorboard=True, progress=False, device="cpu",
+        out_dir=str(out),
+        model=str(base),
+        cot=True,
+        data=f"synthetic:train:1000000:{SYNTHETIC_FRAME}",
+        batch_size=cfg.stage1_batch,
+        max_steps=cfg.stage1_steps,
+        lr=cfg.stage1_lr,
+        warmup_steps=30,
+        min_lr_ratio=0.1,
+        weight_decay=0.0,
+        mixed_precision="no",
+        num_threads=cfg.threads,
+        ckpt_every=50,
+        log_every=10,
+        tensorboard=True,
+        progress=False,
+        device="cpu",
     )
     train_stage1(s1)
     return out / "final"
@@ -123,10 +157,23 @@ def run_stage2(cfg: BuildConfig, base: Path, stage1: Path) -> Path:
 
     out = Path(cfg.work) / "stage2"
     s2 = Stage2Config(
-        out_dir=str(out), model=str(base), init_from=str(stage1), cot=True,
-        data=f"synthetic:train:1000000:{SYNTHETIC_FRAME}", batch_size=2, max_steps=cfg.stage2_steps,
-        lr=cfg.stage2_lr, group_size=4, max_new_tokens=72, beta=0.04, mixed_precision="no",
-        num_threads=cfg.threads, ckpt_every=10, log_every=1, progress=False, device="cpu",
+        out_dir=str(out),
+        model=str(base),
+        init_from=str(stage1),
+        cot=True,
+        data=f"synthetic:train:1000000:{SYNTHETIC_FRAME}",
+        batch_size=2,
+        max_steps=cfg.stage2_steps,
+        lr=cfg.stage2_lr,
+        group_size=4,
+        max_new_tokens=72,
+        beta=0.04,
+        mixed_precision="no",
+        num_threads=cfg.threads,
+        ckpt_every=10,
+        log_every=1,
+        progress=False,
+        device="cpu",
         # different data than stage 1 saw first
         seed=1,
     )

@@ -78,8 +78,10 @@ def _box_iou(a, b) -> float:
 
 
 def eval_sets(n: int) -> dict[str, list]:
-    return {split: [SyntheticWorldDataset(split, n, FRAME, EVAL_OFFSET)[i] for i in range(n)]
-            for split in ("val", "heldout")}
+    return {
+        split: [SyntheticWorldDataset(split, n, FRAME, EVAL_OFFSET)[i] for i in range(n)]
+        for split in ("val", "heldout")
+    }
 
 
 def evaluate_all(cfg, base: Path, stage1: Path, stage2: Path) -> dict[str, Any]:
@@ -115,33 +117,53 @@ def pretraining_curves(work: Path) -> dict[str, Any]:
 def write_results(stem: Path, results: dict[str, Any]) -> None:
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(results, indent=1))
-    lines = ["# LENS-tiny on the synthetic world: held-out results", "",
-             f"Fresh scenes, {results['samples_per_split']} per split, frames {results['frame'][0]}x"
-             f"{results['frame'][1]}; val = seen colour-shape compositions, heldout = every target an "
-             "unseen composition (half with unseen phrasings). cIoU / gIoU of the mask.", "",
-             "| model | split | group | cIoU | gIoU | parse | box IoU |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "# LENS-tiny on the synthetic world: held-out results",
+        "",
+        f"Fresh scenes, {results['samples_per_split']} per split, frames {results['frame'][0]}x"
+        f"{results['frame'][1]}; val = seen colour-shape compositions, heldout = every target an "
+        "unseen composition (half with unseen phrasings). cIoU / gIoU of the mask.",
+        "",
+        "| model | split | group | cIoU | gIoU | parse | box IoU |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for model, splits in results["models"].items():
         for split, groups in splits.items():
             for g, r in groups.items():
-                lines.append(f"| {model} | {split} | {g} | {r['cIoU']:.3f} | {r['gIoU']:.3f} | "
-                             f"{r['parse_rate']:.2f} | {r['box_iou']:.3f} |")
+                lines.append(
+                    f"| {model} | {split} | {g} | {r['cIoU']:.3f} | {r['gIoU']:.3f} | "
+                    f"{r['parse_rate']:.2f} | {r['box_iou']:.3f} |"
+                )
     curves = results.get("pretraining", {})
     if "mllm" in curves:
-        lines += ["", "## MLLM pre-training substitute (greedy decoding, mean box IoU / IoU>=0.5)", "",
-                  "| step | minutes | val all | heldout all | heldout simple | heldout relational | heldout reasoning |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## MLLM pre-training substitute (greedy decoding, mean box IoU / IoU>=0.5)",
+            "",
+            "| step | minutes | val all | heldout all | heldout simple | heldout relational | heldout reasoning |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for h in curves["mllm"]:
             m = h["metrics"]
 
             def cell(k):
                 return f"{m[k]['miou']:.2f} / {m[k]['acc50']:.2f}" if k in m else "-"
 
-            lines.append(f"| {h['step']} | {h['minutes']} | {cell('val/all')} | {cell('heldout/all')} | "
-                         f"{cell('heldout/simple')} | {cell('heldout/relational')} | {cell('heldout/reasoning')} |")
+            lines.append(
+                f"| {h['step']} | {h['minutes']} | {cell('val/all')} | {cell('heldout/all')} | "
+                f"{cell('heldout/simple')} | {cell('heldout/relational')} | {cell('heldout/reasoning')} |"
+            )
     if "sam" in curves:
-        lines += ["", "## SAM pre-training substitute (val mask IoU)", "", "| step | minutes | box prompt | point prompts |",
-                  "|---|---|---|---|"]
-        lines += [f"| {h['step']} | {h['minutes']} | {h['miou_box']:.3f} | {h['miou_points']:.3f} |" for h in curves["sam"]]
+        lines += [
+            "",
+            "## SAM pre-training substitute (val mask IoU)",
+            "",
+            "| step | minutes | box prompt | point prompts |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {h['step']} | {h['minutes']} | {h['miou_box']:.3f} | {h['miou_points']:.3f} |" for h in curves["sam"]
+        ]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
@@ -149,12 +171,16 @@ def export_best(cfg, base: Path, stage1: Path, stage2: Path, results: dict[str, 
     """Ship the stage with the best val cIoU (stage 2 when tied), weights stored as fp16."""
     from lens_ros.model.bundle import load_bundle, save_bundle
 
-    candidates = [(n, p) for n, p in (("stage2", stage2), ("stage1", stage1), ("base", base))
-                  if (p / "config.json").is_file()]
+    candidates = [
+        (n, p) for n, p in (("stage2", stage2), ("stage1", stage1), ("base", base)) if (p / "config.json").is_file()
+    ]
     name, path = candidates[0]
     if results:
-        scored = [(results["models"].get(n, {}).get("val", {}).get("all", {}).get("cIoU", -1.0), n, p)
-                  for n, p in candidates if n != "base"]
+        scored = [
+            (results["models"].get(n, {}).get("val", {}).get("all", {}).get("cIoU", -1.0), n, p)
+            for n, p in candidates
+            if n != "base"
+        ]
         if scored:
             _, name, path = max(scored, key=lambda t: t[0])
     model = load_bundle(path)

@@ -64,8 +64,14 @@ class MLLMPretrainConfig:
 
 
 def tiny_image_config() -> ImageConfig:
-    return ImageConfig(patch_size=8, merge_size=2, temporal_patch_size=1, coord_channels=True,
-                       min_pixels=MLLM_MIN_PIXELS, max_pixels=MLLM_MAX_PIXELS)
+    return ImageConfig(
+        patch_size=8,
+        merge_size=2,
+        temporal_patch_size=1,
+        coord_channels=True,
+        min_pixels=MLLM_MIN_PIXELS,
+        max_pixels=MLLM_MAX_PIXELS,
+    )
 
 
 def packed(e: MLLMExample) -> PackedImage:
@@ -97,16 +103,18 @@ class SFTLoss(nn.Module):
 
     def forward(self, examples: list[MLLMExample]) -> tuple[torch.Tensor, dict[str, float]]:
         mllm = self.mllm
-        inputs = mllm.collate([e.prompt_ids for e in examples], [packed(e) for e in examples],
-                              [e.completion_ids for e in examples])
+        inputs = mllm.collate(
+            [e.prompt_ids for e in examples], [packed(e) for e in examples], [e.completion_ids for e in examples]
+        )
         core = mllm.model.model
         embeds = core.get_input_embeddings()(inputs.input_ids)
         feats = core.get_image_features(inputs.pixel_values, inputs.image_grid_thw, return_dict=True).pooler_output
         feats = torch.cat(list(feats), dim=0)
         image_mask = (inputs.input_ids == mllm.image_token_id) & inputs.attention_mask.bool()
         embeds = embeds.masked_scatter(image_mask.unsqueeze(-1), feats.to(embeds.dtype))
-        pos = mllm.position_ids(inputs.input_ids, inputs.mm_token_type_ids, inputs.image_grid_thw,
-                                inputs.attention_mask)
+        pos = mllm.position_ids(
+            inputs.input_ids, inputs.mm_token_type_ids, inputs.image_grid_thw, inputs.attention_mask
+        )
         hidden, _ = mllm.run_language_model(embeds, pos, inputs.attention_mask)
 
         target = inputs.completion_mask.clone()
@@ -131,8 +139,11 @@ class SFTLoss(nn.Module):
         weights = {"aux_color": 0.3, "aux_shape": 0.3, "aux_size": 0.3, "aux_box": 2.0, "aux_coord": 1.0}
         aux_loss = sum(weights[k] * v for k, v in aux.items())
         loss = lm_loss + self.aux_weight * aux_loss
-        stats = {"lm": lm_loss.item(), "num_acc": float((logits.detach().argmax(-1) == tgt)[is_num].float().mean())
-                 if is_num.any() else 0.0, **{k: v.item() for k, v in aux.items()}}
+        stats = {
+            "lm": lm_loss.item(),
+            "num_acc": float((logits.detach().argmax(-1) == tgt)[is_num].float().mean()) if is_num.any() else 0.0,
+            **{k: v.item() for k, v in aux.items()},
+        }
         return loss, stats
 
 
@@ -214,8 +225,11 @@ def main(argv: list[str] | None = None) -> None:
     loss_fn = SFTLoss(mllm, aux, cfg.aux_weight)
     decay = [p for n, p in trained.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in trained.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
+    )
     sched = TimeBudgetSchedule(opt, cfg.minutes * 60, cfg.warmup_steps)
     seeds = SeedStream(cfg.batch_size, offset=cfg.seed * 1_000_000_000)
     ckpt_dir = out / "checkpoints"
@@ -226,15 +240,21 @@ def main(argv: list[str] | None = None) -> None:
         sched.budget_s = cfg.minutes * 60
         log.info(f"resumed from {last} at step {step}, {sched.elapsed / 60:.1f} min spent")
     n_vis = sum(p.numel() for p in qwen.model.visual.parameters())
-    log.info(f"tiny Qwen2.5-VL {sum(p.numel() for p in qwen.parameters()) / 1e6:.2f} M params "
-             f"(vision {n_vis / 1e6:.2f} M), vocab {len(tokenizer)}, config {cfg}")
+    log.info(
+        f"tiny Qwen2.5-VL {sum(p.numel() for p in qwen.parameters()) / 1e6:.2f} M params "
+        f"(vision {n_vis / 1e6:.2f} M), vocab {len(tokenizer)}, config {cfg}"
+    )
     evalset = eval_examples(tokenizer, cfg.eval_per_kind)
     history = json.loads((out / "history.json").read_text()) if (out / "history.json").exists() else []
 
     loader = torch.utils.data.DataLoader(
-        ExampleBatches(tokenizer, cfg.batch_size, seeds.offset), batch_size=None,
-        sampler=FromBatch(seeds.consumed), num_workers=cfg.workers, collate_fn=_identity,
-        worker_init_fn=_worker_init, prefetch_factor=4 if cfg.workers else None,
+        ExampleBatches(tokenizer, cfg.batch_size, seeds.offset),
+        batch_size=None,
+        sampler=FromBatch(seeds.consumed),
+        num_workers=cfg.workers,
+        collate_fn=_identity,
+        worker_init_fn=_worker_init,
+        prefetch_factor=4 if cfg.workers else None,
         persistent_workers=cfg.workers > 0,
     )
     last_ckpt = last_eval = t_log = time.monotonic()
@@ -259,15 +279,19 @@ def main(argv: list[str] | None = None) -> None:
         now = time.monotonic()
         if now - t_log > 60:
             means = " ".join(f"{k} {np.mean(v):.3f}" for k, v in acc.items())
-            log.info(f"step {step} {means} lr {opt.param_groups[0]['lr']:.2e} "
-                     f"spent {sched.elapsed / 60:.1f}/{cfg.minutes:.0f} min")
+            log.info(
+                f"step {step} {means} lr {opt.param_groups[0]['lr']:.2e} "
+                f"spent {sched.elapsed / 60:.1f}/{cfg.minutes:.0f} min"
+            )
             t_log, acc = now, defaultdict(list)
         if now - last_eval > cfg.eval_minutes * 60 or sched.done:
             metrics, sample_text = evaluate(mllm, evalset, cfg.max_new_tokens)
             history.append({"step": step, "minutes": round(sched.elapsed / 60, 2), "metrics": metrics})
             (out / "history.json").write_text(json.dumps(history, indent=1))
-            table = " | ".join(f"{g} p{m['parse']:.2f} iou{m['miou']:.2f} a{m['acc50']:.2f} t{m['think']:.2f}"
-                               for g, m in metrics.items())
+            table = " | ".join(
+                f"{g} p{m['parse']:.2f} iou{m['miou']:.2f} a{m['acc50']:.2f} t{m['think']:.2f}"
+                for g, m in metrics.items()
+            )
             log.info(f"eval step {step} ({sched.elapsed / 60:.1f} min): {table}")
             log.info(f"example completion: {sample_text!r}")
             last_eval = time.monotonic()
