@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=float, default=5.0, help="seconds between instruction changes")
     parser.add_argument("--model", default="lens-tiny", help="preset or bundle directory")
     parser.add_argument("--json", type=Path, help="also write the raw summary here")
+    parser.add_argument("--results-dir", type=Path, default=None, help="where the results files go")
     args = parser.parse_args(argv)
     configure_dds()
     summary = run_soak(args.minutes, args.every, args.model)
@@ -194,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         "rows": [row],
         "summary": summary,
     }
-    json_path, md_path = write_results({"soak": suite}, f"soak-{args.minutes:g}min")
+    kwargs = {"out_dir": args.results_dir} if args.results_dir else {}
+    json_path, md_path = write_results({"soak": suite}, f"soak-{args.minutes:g}min", **kwargs)
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2, default=float))
     print(md_path.read_text())
