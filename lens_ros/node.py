@@ -16,7 +16,6 @@ import gc
 import sys
 import threading
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import rclpy
@@ -42,6 +41,7 @@ from lens_ros.image_conversion import compressed_to_numpy, image_to_numpy, numpy
 from lens_ros.model.types import BadInputError, LensError, SegmentationResult
 from lens_ros.msg import Segmentation
 from lens_ros.node_config import NODE_NAME, NodeConfig, check_value, declare_parameters
+from lens_ros.node_inputs import DecodedFrame, Frame, Instruction, clean_instruction, resolve_device
 from lens_ros.node_stats import NodeStats
 from lens_ros.ros_env import configure_dds
 from lens_ros.srv import Segment
@@ -49,54 +49,6 @@ from lens_ros.srv import Segment
 OUTPUT_QOS = 10
 # NodeConfig fields that are lens_ros.model.pipeline.PipelineConfig fields of the same name.
 PIPELINE_OPTIONS = frozenset({"mask_threshold", "use_box_prompt", "track_with_previous_box"})
-
-
-@dataclass
-class Frame:
-    """A camera frame as received (not yet decoded) and when it arrived."""
-
-    msg: Image | CompressedImage
-    received: float  # time.monotonic()
-
-
-@dataclass
-class Instruction:
-    text: str
-    version: int  # increases with every accepted instruction message
-
-
-@dataclass
-class DecodedFrame:
-    header: Header
-    rgb: np.ndarray
-    depth_m: np.ndarray | None = None
-    k: np.ndarray | None = None
-
-
-def resolve_device(device: str, dtype: str) -> tuple[str, str]:
-    """'auto' -> cuda when available (bfloat16 there, float32 on the CPU); a missing GPU is a clear error."""
-    if device == "auto" or device.startswith("cuda"):
-        import torch
-
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        elif not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available here (use device:=cpu or auto)")
-    if dtype == "auto":
-        dtype = "bfloat16" if device.startswith("cuda") else "float32"
-    return device, dtype
-
-
-def clean_instruction(raw: str, max_length: int) -> tuple[str, str]:
-    """(instruction with whitespace and control characters collapsed, "" or why it is rejected)."""
-    if len(raw) > 4 * max_length:  # refuse before scanning megabytes
-        return "", f"instruction of {len(raw)} characters exceeds max_instruction_length {max_length}"
-    text = " ".join("".join(c if c.isprintable() else " " for c in raw).split())
-    if not text:
-        return "", "empty instruction"
-    if len(text) > max_length:
-        return "", f"instruction of {len(text)} characters exceeds max_instruction_length {max_length}"
-    return text, ""
 
 
 class LensBehaviour:

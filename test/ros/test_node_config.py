@@ -63,7 +63,7 @@ def test_declared_parameters_have_descriptors_and_overrides_apply(rclpy_context)
 def test_device_auto_picks_what_exists_and_a_missing_gpu_is_a_clear_error():
     import torch
 
-    from lens_ros.node import resolve_device
+    from lens_ros.node_inputs import resolve_device
 
     device, dtype = resolve_device("auto", "auto")
     assert (device, dtype) == (("cuda", "bfloat16") if torch.cuda.is_available() else ("cpu", "float32"))
@@ -74,7 +74,7 @@ def test_device_auto_picks_what_exists_and_a_missing_gpu_is_a_clear_error():
 
 
 def test_instructions_are_cleaned_and_bounded():
-    from lens_ros.node import clean_instruction
+    from lens_ros.node_inputs import clean_instruction
 
     assert clean_instruction("  the\tred\x00 cube\n", 512) == ("the red cube", "")
     assert clean_instruction(" \n ", 512)[1] == "empty instruction"
