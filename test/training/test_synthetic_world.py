@@ -141,7 +141,7 @@ def test_animator_moves_objects_and_keeps_labels_exact():
     anim = SceneAnimator(seed=2, size=(320, 240))
     f0, f1 = anim.frame(0.0), anim.frame(3.0)
     assert f0.image.shape == (240, 320, 3) and f0.depth.dtype == np.float32
-    moved = [np.linalg.norm(a.center - b.center) for a, b in zip(f0.objects, f1.objects)]
+    moved = [np.linalg.norm(a.center - b.center) for a, b in zip(f0.objects, f1.objects, strict=False)]
     assert max(moved) > 0.005
     assert not np.array_equal(f0.image, f1.image)
     assert anim.expression(0.0, "simple") is not None

@@ -41,8 +41,11 @@ def test_bundle_beats_the_whole_frame_mask_on_fresh_heldout_scenes():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="the shipped model (held-out cIoU ~0.18) does not yet beat picking a random object; "
-                   "see training/results/embedded_model.md", strict=False)
+@pytest.mark.xfail(
+    reason="the shipped model (held-out cIoU ~0.18) does not yet beat picking a random object; "
+    "see training/results/embedded_model.md",
+    strict=False,
+)
 def test_bundle_beats_a_random_object_on_fresh_heldout_scenes():
     from training.data.synthetic_world import generate_sample
 

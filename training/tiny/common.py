@@ -64,7 +64,7 @@ class TimeBudgetSchedule:
         self.elapsed += now - self._t0
         self._t0 = now
         f = self.factor()
-        for g, base in zip(self.optimizer.param_groups, self.base):
+        for g, base in zip(self.optimizer.param_groups, self.base, strict=False):
             g["lr"] = base * f
         self.step_count += 1
 

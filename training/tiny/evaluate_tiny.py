@@ -146,7 +146,7 @@ def write_results(stem: Path, results: dict[str, Any]) -> None:
         for h in curves["mllm"]:
             m = h["metrics"]
 
-            def cell(k):
+            def cell(k, m=m):
                 return f"{m[k]['miou']:.2f} / {m[k]['acc50']:.2f}" if k in m else "-"
 
             lines.append(

@@ -45,7 +45,7 @@ def number_token_ids(tokenizer, max_value: int) -> torch.Tensor:
     """(max_value + 1,) vocabulary ids of the number tokens "0".."max_value"."""
     ids = tokenizer.convert_tokens_to_ids([str(i) for i in range(max_value + 1)])
     if any(i is None or i == tokenizer.unk_token_id for i in ids):
-        raise ValueError("tokenizer lacks single-token numbers up to %d" % max_value)
+        raise ValueError(f"tokenizer lacks single-token numbers up to {max_value}")
     return torch.tensor(ids, dtype=torch.long)
 
 

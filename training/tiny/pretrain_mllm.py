@@ -173,7 +173,7 @@ def evaluate(mllm: MLLM, examples: list[MLLMExample], max_new_tokens: int, batch
         chunk = examples[i : i + batch]
         inputs = mllm.collate([e.prompt_ids for e in chunk], [packed(e) for e in chunk])
         gen = mllm.generate(inputs, GenerationSettings.greedy(max_new_tokens))
-        for e, text in zip(chunk, gen.texts):
+        for e, text in zip(chunk, gen.texts, strict=False):
             p = parse_answer(text)
             iou = box_iou(p.box, e.box.tolist()) if p.box is not None else 0.0
             rows.append((e.meta["split"], e.meta["kind"], p.ok, iou, e.meta["target"] in p.think))

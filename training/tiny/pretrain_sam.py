@@ -178,10 +178,10 @@ def main(argv: list[str] | None = None) -> None:
         sched.tick()
         feats = seg.sam.image_encoder(torch.stack([b.image for b in batch]))
         loss = 0.0
-        for f, sb in zip(feats, batch):
+        for f, sb in zip(feats, batch, strict=False):
             logits, iou_pred = decode(seg, f, sb)
             bce = F.binary_cross_entropy_with_logits(logits, sb.masks)
-            dice = torch.stack([dice_loss(lg, m) for lg, m in zip(logits, sb.masks)]).mean()
+            dice = torch.stack([dice_loss(lg, m) for lg, m in zip(logits, sb.masks, strict=False)]).mean()
             iou_mse = F.mse_loss(iou_pred, mask_ious(logits.detach(), sb.masks))
             loss = loss + (bce + dice + iou_mse) / len(batch)
         opt.zero_grad(set_to_none=True)
