@@ -96,3 +96,22 @@ def setup_logging(out: Path, name: str) -> logging.Logger:
         handler.setFormatter(fmt)
         logger.addHandler(handler)
     return logger
+
+
+def resume_if_possible(
+    ckpt_dir: Path, model, opt, sched: TimeBudgetSchedule, seeds: SeedStream, budget_s: float, log: logging.Logger
+) -> int:
+    """Load the newest checkpoint in ``ckpt_dir`` (if any) and return its step (0 when none).
+
+    The time budget is taken from the current command line, so a run resumed with a larger
+    ``--minutes`` continues the same schedule over the longer budget.
+    """
+    from training.runtime import latest_checkpoint, load_checkpoint
+
+    last = latest_checkpoint(ckpt_dir)
+    if last is None:
+        return 0
+    state = load_checkpoint(last, model, opt, sched, seeds)
+    sched.budget_s = budget_s
+    log.info(f"resumed from {last} at step {int(state['step'])}, {sched.elapsed / 60:.1f} min spent")
+    return int(state["step"])

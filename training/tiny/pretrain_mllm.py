@@ -34,8 +34,8 @@ from torch import nn
 from lens_ros.model.mllm import MLLM, GenerationSettings, ImageConfig, PackedImage
 from lens_ros.model.prompts import parse_answer
 from training.data.synthetic_world_language import KINDS
-from training.runtime import latest_checkpoint, load_checkpoint, save_checkpoint
-from training.tiny.common import SeedStream, TimeBudgetSchedule, setup_logging
+from training.runtime import save_checkpoint
+from training.tiny.common import SeedStream, TimeBudgetSchedule, resume_if_possible, setup_logging
 from training.tiny.config import MLLM_IMAGE_HW, MLLM_MAX_PIXELS, MLLM_MIN_PIXELS, TinyMLLMConfig
 from training.tiny.mllm_data import ExampleBatches, FromBatch, MLLMExample, make_example
 from training.tiny.model import AuxHeads, build_tiny_qwen, number_token_ids, soft_number_targets
@@ -233,12 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     sched = TimeBudgetSchedule(opt, cfg.minutes * 60, cfg.warmup_steps)
     seeds = SeedStream(cfg.batch_size, offset=cfg.seed * 1_000_000_000)
     ckpt_dir = out / "checkpoints"
-    step = 0
-    if (last := latest_checkpoint(ckpt_dir)) is not None:
-        state = load_checkpoint(last, trained, opt, sched, seeds)
-        step = int(state["step"])
-        sched.budget_s = cfg.minutes * 60
-        log.info(f"resumed from {last} at step {step}, {sched.elapsed / 60:.1f} min spent")
+    step = resume_if_possible(ckpt_dir, trained, opt, sched, seeds, cfg.minutes * 60, log)
     n_vis = sum(p.numel() for p in qwen.model.visual.parameters())
     log.info(
         f"tiny Qwen2.5-VL {sum(p.numel() for p in qwen.parameters()) / 1e6:.2f} M params "

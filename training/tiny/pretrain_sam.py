@@ -28,8 +28,8 @@ from safetensors.torch import save_file
 from lens_ros.model.sam_backend import SamSegmenter
 from training.data.synthetic_world import _rng, render_frame, sample_scene
 from training.losses import dice_loss
-from training.runtime import latest_checkpoint, load_checkpoint, save_checkpoint
-from training.tiny.common import SeedStream, TimeBudgetSchedule, setup_logging
+from training.runtime import save_checkpoint
+from training.tiny.common import SeedStream, TimeBudgetSchedule, resume_if_possible, setup_logging
 from training.tiny.config import SAM_FRAME_SIZE, TINY_SAM
 
 
@@ -163,12 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     sched = TimeBudgetSchedule(opt, cfg.minutes * 60, cfg.warmup_steps)
     seeds = SeedStream(cfg.images_per_step, offset=cfg.seed * 1_000_000_000)
     ckpt_dir = out / "checkpoints"
-    step = 0
-    if (last := latest_checkpoint(ckpt_dir)) is not None:
-        state = load_checkpoint(last, seg, opt, sched, seeds)
-        step = int(state["step"])
-        sched.budget_s = cfg.minutes * 60
-        log.info(f"resumed from {last} at step {step}, {sched.elapsed / 60:.1f} min spent")
+    step = resume_if_possible(ckpt_dir, seg, opt, sched, seeds, cfg.minutes * 60, log)
     log.info(f"tiny SAM {sum(p.numel() for p in seg.parameters()) / 1e6:.2f} M params, config {cfg}")
     history = json.loads((out / "history.json").read_text()) if (out / "history.json").exists() else []
     last_ckpt = last_eval = time.monotonic()
