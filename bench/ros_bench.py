@@ -27,11 +27,11 @@ def measure_ros(model: str, repeats: int, track_seconds: float, size: tuple[int,
     import rclpy
     from lens_ros.msg import Segmentation
     from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
     from std_msgs.msg import String
 
     from lens_ros.launch_cli import ProcessGroup
     from lens_ros.launch_description import LENS_NODE, node_specs
+    from lens_ros.messages import INSTRUCTION_TOPIC, latched_qos
 
     specs = node_specs({"use_sim_camera": "true", "preset": model})
     for spec in specs:
@@ -46,10 +46,7 @@ def measure_ros(model: str, repeats: int, track_seconds: float, size: tuple[int,
     node.create_subscription(
         Segmentation, f"/{LENS_NODE}/segmentation", lambda m: answers.append((time.monotonic(), m)), 50
     )
-    latched = QoSProfile(
-        depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL
-    )
-    pub = node.create_publisher(String, "/instruction", latched)
+    pub = node.create_publisher(String, INSTRUCTION_TOPIC, latched_qos())
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
 

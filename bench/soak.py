@@ -46,11 +46,11 @@ def run_soak(minutes: float, every: float, model: str, env: dict | None = None) 
     from diagnostic_msgs.msg import DiagnosticArray
     from lens_ros.msg import Segmentation
     from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
     from std_msgs.msg import String
 
     from lens_ros.launch_cli import ProcessGroup
     from lens_ros.launch_description import LENS_NODE, node_specs
+    from lens_ros.messages import INSTRUCTION_TOPIC, latched_qos
 
     group = ProcessGroup(env=env)
     group.start(node_specs({"use_sim_camera": "true", "preset": model}))
@@ -78,10 +78,7 @@ def run_soak(minutes: float, every: float, model: str, env: dict | None = None) 
 
     node.create_subscription(Segmentation, f"/{LENS_NODE}/segmentation", on_segmentation, 50)
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
-    latched = QoSProfile(
-        depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL
-    )
-    instruction_pub = node.create_publisher(String, "/instruction", latched)
+    instruction_pub = node.create_publisher(String, INSTRUCTION_TOPIC, latched_qos())
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
 

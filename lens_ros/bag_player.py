@@ -19,8 +19,9 @@ from pathlib import Path
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 
+from lens_ros.messages import latched_qos
 from lens_ros.ros_env import configure_dds
 
 MAX_SLEEP_S = 5.0  # a long gap in the bag is shortened to this
@@ -40,7 +41,7 @@ def message_class(msgtype: str):
 
 def qos_for(topic: str) -> QoSProfile:
     if topic.rstrip("/").endswith("instruction"):
-        return QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        return latched_qos()
     return QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 

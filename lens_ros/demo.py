@@ -25,6 +25,7 @@ import numpy as np
 
 from lens_ros.launch_cli import ProcessGroup
 from lens_ros.launch_description import SIM_CAMERA, node_specs
+from lens_ros.messages import INSTRUCTION_TOPIC, latched_qos
 from lens_ros.ros_env import configure_dds
 
 KINDS = ("simple", "relational", "reasoning")
@@ -63,7 +64,6 @@ class DemoClient:
         from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import PoseStamped
         from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image
         from std_msgs.msg import String
 
@@ -72,10 +72,7 @@ class DemoClient:
         self.node = rclpy.create_node("lens_demo", context=context)
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.node)
-        latched = QoSProfile(
-            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
-        )
-        self.instruction_pub = self.node.create_publisher(String, "/instruction", latched)
+        self.instruction_pub = self.node.create_publisher(String, INSTRUCTION_TOPIC, latched_qos())
         self.segmentations: list = []
         self.overlays: OrderedDict = OrderedDict()
         self.poses: OrderedDict = OrderedDict()

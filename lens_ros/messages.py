@@ -18,6 +18,17 @@ MAX_TEXT_CHARS = 8192
 MAX_LABEL_CHARS = 128
 
 
+INSTRUCTION_TOPIC = "/instruction"
+
+
+def latched_qos():
+    """Reliable + transient-local (depth 1): /instruction and ~/rationale, so a node or viewer
+    that starts (or restarts) after the last message still receives it."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
 def bounded(text: str, limit: int = MAX_TEXT_CHARS) -> str:
     text = str(text)
     return text if len(text) <= limit else text[: limit - 3] + "..."

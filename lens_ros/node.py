@@ -27,7 +27,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.publisher import Publisher
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.service import Service
 from rclpy.subscription import Subscription
 from rclpy.timer import Timer
@@ -79,10 +79,7 @@ class LensBehaviour:
         cfg = self.config
         inputs = MutuallyExclusiveCallbackGroup()
         sensor_qos = QoSProfile(depth=cfg.image_queue_size, reliability=qos_profile_sensor_data.reliability)
-        latched = QoSProfile(
-            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
-        )
-        subscriptions = [(String, "/instruction", self._on_instruction, latched)]
+        subscriptions = [(String, messages.INSTRUCTION_TOPIC, self._on_instruction, messages.latched_qos())]
         if cfg.use_compressed:
             subscriptions.append((CompressedImage, "image/compressed", self._on_image, sensor_qos))
         else:
@@ -96,7 +93,7 @@ class LensBehaviour:
         self.pub_segmentation = self.create_publisher(Segmentation, "~/segmentation", OUTPUT_QOS)
         self.pub_mask = self.create_publisher(Image, "~/mask", OUTPUT_QOS)
         self.pub_overlay = self.create_publisher(Image, "~/overlay", OUTPUT_QOS)
-        self.pub_rationale = self.create_publisher(String, "~/rationale", latched)
+        self.pub_rationale = self.create_publisher(String, "~/rationale", messages.latched_qos())
         self.pub_markers = self.create_publisher(MarkerArray, "~/markers", OUTPUT_QOS)
         self.pub_pose = self.create_publisher(PoseStamped, "~/target_pose", OUTPUT_QOS)
         self.pub_cloud = self.create_publisher(PointCloud2, "~/target_cloud", OUTPUT_QOS)

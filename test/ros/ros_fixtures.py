@@ -106,9 +106,9 @@ class Probe:
 
 
 def instruction_qos():
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from lens_ros.messages import latched_qos
 
-    return QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    return latched_qos()
 
 
 # -- pytest fixtures (imported by the conftest.py of every suite that starts nodes) ---------
