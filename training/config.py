@@ -40,6 +40,7 @@ class TrainConfig:
     batch_size: int = 4  # per process, per micro-step
     grad_accum: int = 1
     max_steps: int = 100  # optimizer steps; <= 0 derives them from epochs
+    max_minutes: float = 0.0  # > 0: stop after this much training time (final model saved; lr not fully decayed)
     epochs: float = 1.0
     num_workers: int = 0
     # processes (under torchrun): "ddp" replicates the model, "fsdp" shards it (the 3B model)

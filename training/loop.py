@@ -225,6 +225,11 @@ def train(
         bar.update(1)
         if cfg.ckpt_every > 0 and step % cfg.ckpt_every == 0 and step < steps:
             checkpoint(step)
+        if cfg.max_minutes > 0:  # every process stops at the same step
+            over = time.perf_counter() - started > cfg.max_minutes * 60
+            if dist_ctx.mean(float(over)) > 0:
+                print(f"{tag}: time limit of {cfg.max_minutes} min reached at step {step} of {steps}", flush=True)
+                break
 
     seconds = time.perf_counter() - started
     bar.close()

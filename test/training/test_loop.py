@@ -88,3 +88,11 @@ def test_resume_continues_bit_identically(tmp_path, monkeypatch):
     assert result.steps == 6 and len(result.history) == 2
     for name, tensor in full.state_dict().items():
         assert torch.equal(tensor, resumed.state_dict()[name]), name
+
+
+def test_time_limit_stops_early_and_still_saves_the_final_model(tmp_path):
+    # 1e-6 min is over after the first step: the run ends there instead of at step 500
+    objective, result = _run(_cfg(tmp_path, "timed", max_steps=500, max_minutes=1e-6, ckpt_every=0))
+    assert result.steps == 1
+    saved = load_file(str(result.final_dir / "trainable.safetensors"))
+    assert torch.equal(saved["head.weight"], objective.head.weight.detach())

@@ -42,10 +42,14 @@ class BuildConfig:
     stage1_steps: int = 300
     stage1_batch: int = 8
     stage1_lr: float = 1e-3
+    stage1_minutes: float = 0.0  # > 0: time limit of stage 1 (on top of its steps)
     stage2_steps: int = 30
     stage2_lr: float = 1e-5
+    stage2_minutes: float = 0.0
     eval_samples: int = 48
     threads: int = 2
+    device: str = "cpu"  # "cuda": pre-training, stage 1 and stage 2 on a GPU (same code, same data)
+    workers: int = 0  # data-loader processes for the MLLM pre-training and stages 1/2
     skip: str = ""  # comma-separated steps to skip: pretrain,stage1,stage2,eval,export
 
 
@@ -76,6 +80,10 @@ def run_pretraining(cfg: BuildConfig) -> None:
                 str(cfg.mllm_minutes),
                 "--threads",
                 str(cfg.threads),
+                "--device",
+                cfg.device,
+                "--workers",
+                str(max(cfg.workers, 1)),
             ]
         ),
     ]
@@ -135,6 +143,7 @@ def run_stage1(cfg: BuildConfig, base: Path) -> Path:
         data=f"synthetic:train:1000000:{SYNTHETIC_FRAME}",
         batch_size=cfg.stage1_batch,
         max_steps=cfg.stage1_steps,
+        max_minutes=cfg.stage1_minutes,
         lr=cfg.stage1_lr,
         warmup_steps=30,
         min_lr_ratio=0.1,
@@ -145,7 +154,8 @@ def run_stage1(cfg: BuildConfig, base: Path) -> Path:
         log_every=10,
         tensorboard=True,
         progress=False,
-        device="cpu",
+        device=cfg.device,
+        num_workers=cfg.workers,
     )
     train_stage1(s1)
     return out / "final"
@@ -164,6 +174,7 @@ def run_stage2(cfg: BuildConfig, base: Path, stage1: Path) -> Path:
         data=f"synthetic:train:1000000:{SYNTHETIC_FRAME}",
         batch_size=2,
         max_steps=cfg.stage2_steps,
+        max_minutes=cfg.stage2_minutes,
         lr=cfg.stage2_lr,
         group_size=4,
         max_new_tokens=72,
@@ -173,7 +184,8 @@ def run_stage2(cfg: BuildConfig, base: Path, stage1: Path) -> Path:
         ckpt_every=10,
         log_every=1,
         progress=False,
-        device="cpu",
+        device=cfg.device,
+        num_workers=cfg.workers,
         # different data than stage 1 saw first
         seed=1,
     )

@@ -56,6 +56,8 @@ class MLLMPretrainConfig:
     threads: int = 2
     workers: int = 1
     bf16: bool = False  # measured on these CPUs: bf16 matmuls 10x slower than fp32
+    device: str = "cpu"  # "cuda" trains the same model on a GPU (data stays on CPU workers)
+    init_qwen: str = ""  # a from_pretrained directory to start from (e.g. an earlier run's qwen/)
     checkpoint_minutes: float = 5.0
     eval_minutes: float = 10.0
     eval_per_kind: int = 10
@@ -95,7 +97,7 @@ class SFTLoss(nn.Module):
         tok = mllm.tokenizer
         from training.tiny.config import NUM_MAX
 
-        self.num_ids = number_token_ids(tok, NUM_MAX)
+        self.register_buffer("num_ids", number_token_ids(tok, NUM_MAX), persistent=False)
         value = torch.full((len(tok),), -1, dtype=torch.long)
         value[self.num_ids] = torch.arange(len(self.num_ids))
         self.register_buffer("value_of_id", value, persistent=False)
@@ -105,7 +107,7 @@ class SFTLoss(nn.Module):
         mllm = self.mllm
         inputs = mllm.collate(
             [e.prompt_ids for e in examples], [packed(e) for e in examples], [e.completion_ids for e in examples]
-        )
+        ).to(mllm.device)
         core = mllm.model.model
         embeds = core.get_input_embeddings()(inputs.input_ids)
         feats = core.get_image_features(inputs.pixel_values, inputs.image_grid_thw, return_dict=True).pooler_output
@@ -133,7 +135,9 @@ class SFTLoss(nn.Module):
             per_token[is_num] = 0.5 * nll[is_num] + 0.5 * soft
         lm_loss = per_token.mean()
 
-        labels = {k: torch.cat([e.labels[k] for e in examples]) for k in ("color", "shape", "size", "box")}
+        labels = {
+            k: torch.cat([e.labels[k] for e in examples]).to(feats.device) for k in ("color", "shape", "size", "box")
+        }
         rows = mllm.model.lm_head.weight[self.num_ids[: self.coord_range]]
         aux = self.aux(feats, labels, rows)
         weights = {"aux_color": 0.3, "aux_shape": 0.3, "aux_size": 0.3, "aux_box": 2.0, "aux_coord": 1.0}
@@ -171,7 +175,7 @@ def evaluate(mllm: MLLM, examples: list[MLLMExample], max_new_tokens: int, batch
     rows = []
     for i in range(0, len(examples), batch):
         chunk = examples[i : i + batch]
-        inputs = mllm.collate([e.prompt_ids for e in chunk], [packed(e) for e in chunk])
+        inputs = mllm.collate([e.prompt_ids for e in chunk], [packed(e) for e in chunk]).to(mllm.device)
         gen = mllm.generate(inputs, GenerationSettings.greedy(max_new_tokens))
         for e, text in zip(chunk, gen.texts, strict=False):
             p = parse_answer(text)
@@ -219,10 +223,17 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = save_tiny_tokenizer(out / "tokenizer")
 
     qwen = build_tiny_qwen(tokenizer, TinyMLLMConfig())
+    if cfg.init_qwen:  # from_pretrained maps the saved (legacy) key names
+        start = type(qwen).from_pretrained(cfg.init_qwen, dtype=torch.float32)
+        qwen.load_state_dict(start.state_dict())
+        del start
     mllm = MLLM(qwen, tokenizer, tiny_image_config(), cot=True)
     aux = AuxHeads(mllm.hidden_size)
     trained = nn.ModuleDict({"qwen": qwen, "aux": aux}).train()
     loss_fn = SFTLoss(mllm, aux, cfg.aux_weight)
+    device = torch.device(cfg.device)
+    trained.to(device)
+    loss_fn.to(device)
     decay = [p for n, p in trained.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in trained.named_parameters() if p.ndim < 2]
     opt = torch.optim.AdamW(
@@ -261,7 +272,7 @@ def main(argv: list[str] | None = None) -> None:
     for examples in loader:
         seeds.consumed += 1
         sched.tick()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             loss, stats = loss_fn(examples)
         opt.zero_grad(set_to_none=True)
         loss.backward()
