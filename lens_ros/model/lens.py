@@ -149,11 +149,12 @@ class LensModel(nn.Module):
         completions: list[str] | list[list[int]] | None = None,
         cot: bool | None = None,
     ) -> LensInputs:
-        """Pack images, render prompts and tokenize: -> LensInputs on the CPU."""
+        """Pack images, render prompts and tokenize: -> LensInputs, the MLLM's tensors on its
+        device (the segmenter images stay on the CPU; ``encode_images`` moves them)."""
         packed = [self.mllm.pack(im) for im in images]
         prompt_ids = [self.mllm.prompt_ids(e, p, cot) for e, p in zip(expressions, packed, strict=True)]
         comp = None if completions is None else [self.completion_ids(c) for c in completions]
-        mllm_inputs = self.mllm.collate(prompt_ids, packed, comp)
+        mllm_inputs = self.mllm.collate(prompt_ids, packed, comp).to(self.mllm.device)
         seg = [self.segmenter.preprocess(im) for im in images]
         return LensInputs(
             mllm=mllm_inputs,

@@ -4,9 +4,15 @@
     result, state = pipe.segment(image, "the red mug")    # MLLM reasoning + context prompt + mask
     result, state = pipe.track(next_image, state)         # segmenter only, cached prompt
 
-``segment``: the segmenter's image encoder runs concurrently with MLLM generation (a
-thread; on CUDA with its own stream), so latency is about max(generation, encoder) +
-context pass + decoder. The context queries continue the generation's KV cache. Image
+``segment``: MLLM generation, then the context pass, the segmenter's image encoder and
+its decoder. ``overlap_encoder`` (off by default) runs the encoder concurrently with
+generation: on CUDA its kernels are queued on their own stream from the calling thread
+before generation starts, on the CPU it runs in a thread. Measured with Qwen2.5-VL-3B +
+SAM ViT-H in bf16 on an H200 (bench/results/nvidia-h200-*): generation there is
+launch-bound (decode ~18x the memory-bandwidth floor) and the encoder's kernels delay the
+decode steps more than the encoder costs alone (2.23 s vs 2.07 s sequential; with a
+thread 2.10 s vs 1.63 s), so sequential is the default. The context queries continue the
+generation's KV cache. Image
 embeddings are cached per frame (content hash), so ``track`` on the frame just reasoned
 about costs only a decoder call.
 
@@ -45,7 +51,8 @@ class PipelineConfig:
     use_box_prompt: also give the segmenter the MLLM's parsed box (LENS uses the context
         prompt alone; when the answer has no box the context prompt is used alone anyway).
     track_with_previous_box: in ``track``, add the previous mask's box as a box prompt.
-    overlap_encoder: run the image encoder concurrently with generation (None: on CUDA only).
+    overlap_encoder: run the image encoder concurrently with generation (measured slower with
+        the 3B model on an H200 and on the 2-core CPU; see the module docstring).
     embedding_cache_size: frames whose image embedding is kept.
     track_memory: with a SAM 2 segmenter that has its memory modules, ``track`` follows
         the object with SAM 2's video memory (conditioned on the reasoned frame's mask)
@@ -57,7 +64,7 @@ class PipelineConfig:
     use_box_prompt: bool = False
     track_with_previous_box: bool = True
     mask_threshold: float = 0.0
-    overlap_encoder: bool | None = None
+    overlap_encoder: bool = False
     embedding_cache_size: int = 2
     track_memory: bool = True
 
@@ -127,8 +134,7 @@ class Pipeline:
         self.segmenter_backend = segmenter_backend
         self._cache: OrderedDict[str, ImageEmbedding] = OrderedDict()
         self._lock = threading.Lock()
-        overlap = self.config.overlap_encoder
-        self.overlap = self.device.type == "cuda" if overlap is None else overlap
+        self.overlap = bool(self.config.overlap_encoder)
         self._encoder_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
 
     @classmethod
@@ -168,11 +174,43 @@ class Pipeline:
         else:
             emb = self.segmenter.encode(image)
         ms = (time.perf_counter() - start) * 1000
+        self._store(key, emb)
+        return emb, ms
+
+    def _queue_encoder(self, image: np.ndarray):
+        """CUDA: queue the frame's encoder on the encoder stream and return at once.
+
+        Returns ``finish() -> (embedding, encoder ms)``, which makes the current stream wait
+        for the encoder and caches the embedding (ms from CUDA events; 0 when cached).
+        """
+        key = _frame_key(image)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                emb = self._cache[key]
+                return lambda: (emb, 0.0)
+        stream = self._encoder_stream
+        assert stream is not None
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        with torch.cuda.stream(stream):
+            start.record(stream)
+            emb = self.segmenter.encode(image)
+            end.record(stream)
+
+        def finish() -> tuple[ImageEmbedding, float]:
+            torch.cuda.current_stream(self.device).wait_event(end)
+            end.synchronize()
+            self._store(key, emb)
+            return emb, start.elapsed_time(end)
+
+        return finish
+
+    def _store(self, key: str, emb: ImageEmbedding) -> None:
         with self._lock:
             self._cache[key] = emb
             while len(self._cache) > max(1, self.config.embedding_cache_size):
                 self._cache.popitem(last=False)
-        return emb, ms
 
     def clear_cache(self) -> None:
         with self._lock:
@@ -212,8 +250,10 @@ class Pipeline:
             except BaseException as exc:  # re-raised in the caller's thread
                 encoded["error"] = exc
 
-        worker = None
-        if self.overlap:
+        worker = queued = None
+        if self.overlap and self._encoder_stream is not None:
+            queued = self._queue_encoder(image)
+        elif self.overlap:
             worker = threading.Thread(target=run_encoder, name="lens-encoder", daemon=True)
             worker.start()
         t0 = time.perf_counter()
@@ -227,7 +267,9 @@ class Pipeline:
         prompt_tokens = model.prompt_tokens(query_hidden)
         timings.context_ms = (time.perf_counter() - t0) * 1000
 
-        if worker is not None:
+        if queued is not None:
+            encoded["emb"], encoded["ms"] = queued()
+        elif worker is not None:
             worker.join()
         else:
             run_encoder()

@@ -1,0 +1,687 @@
+"""One-shot GPU benchmark of the real-size LENS parts: random weights, nothing downloaded.
+
+    python -m bench.gpu_bench --out DIR                       # one H100: about 2 minutes
+    python -m bench.gpu_bench --out DIR --quick --scale tiny  # smoke test of every path on a CPU
+
+Sections, each in its own try/except (a failure is recorded in the results, the next
+section runs; the results files are rewritten after every section):
+
+1. bandwidth: device-to-device copy of 2 GiB, GB/s = bytes read + written / time.
+2. mllm: Qwen2.5-VL-3B architecture in bf16 inside lens_ros's ``MLLM``: vision tower,
+   prefill of one 640x480 image + instruction, decode ms/token of our loop engine and of
+   transformers' ``generate`` (64 tokens, EOS ignored), LM weight bytes and the
+   bandwidth floor of one decode step (weight bytes / measured GB/s).
+3. sam: SAM ViT-H image encoder at 1024x1024 in fp32 (plain and TF32) and bf16; prompt
+   encoder + mask decoder with a box prompt.
+4. overlap: ``Pipeline.segment`` on a LensModel assembled from those models, with the
+   image encoder run sequentially vs. concurrently with generation (its thread + CUDA stream).
+5. onnxruntime: the project's ONNX export of the SAM mask decoder, ORT vs torch, when
+   onnxruntime has the CUDA provider (on a CPU run: the CPU provider).
+
+``--scale tiny`` swaps in a few-layer, narrow version of every model (same code paths,
+same 640x480 image and token counts) so the whole script can be tested on a CPU.
+Results: ``DIR/<machine>-<date>-gpu[-quick][-tiny].json`` and ``.md`` (bench/results_io.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:  # imported where used: a missing package fails one section, not the script
+    from lens_ros.model.mllm import MLLM, MLLMInputs
+    from lens_ros.model.sam_backend import SamSegmenter
+
+IMAGE_HW = (480, 640)
+INSTRUCTION = "the red mug left of the bowl"
+NEW_TOKENS = 64
+BOX_XYXY = (160.0, 120.0, 480.0, 360.0)  # input-image pixels
+
+
+@dataclass
+class Scale:
+    """Architecture sizes of one benchmark scale.
+
+    text / vision: Qwen2.5-VL config fields; sam: ``SamConfig`` fields (a dict, so that this
+    module imports without segment_anything and a missing package fails one section only).
+    """
+
+    name: str
+    text: dict
+    vision: dict
+    sam: dict
+    copy_bytes: int
+    context_heads: int = 16
+
+
+# Qwen2.5-VL-3B-Instruct's config.json, written out (random weights: no download).
+REAL = Scale(
+    name="real",
+    text=dict(
+        vocab_size=151936,
+        hidden_size=2048,
+        intermediate_size=11008,
+        num_hidden_layers=36,
+        num_attention_heads=16,
+        num_key_value_heads=2,
+        hidden_act="silu",
+        max_position_embeddings=128000,
+        rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+        tie_word_embeddings=True,
+    ),
+    vision=dict(
+        depth=32,
+        hidden_size=1280,
+        intermediate_size=3420,
+        num_heads=16,
+        out_hidden_size=2048,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        window_size=112,
+        fullatt_block_indexes=[7, 15, 23, 31],
+        in_channels=3,
+        tokens_per_second=2,
+        hidden_act="silu",
+    ),
+    sam=dict(encoder_embed_dim=1280, encoder_depth=32, encoder_num_heads=16, global_attn_indexes=(7, 15, 23, 31)),
+    copy_bytes=2 * 2**30,
+)
+
+# Same code paths and input sizes, a few narrow layers: for testing this script on a CPU.
+TINY = Scale(
+    name="tiny",
+    text={
+        **REAL.text,
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [4, 6, 6]},
+    },
+    vision={
+        **REAL.vision,
+        "depth": 2,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_heads": 2,
+        "out_hidden_size": 128,
+        "fullatt_block_indexes": [1],
+    },
+    sam=dict(
+        image_size=256,
+        encoder_embed_dim=32,
+        encoder_depth=2,
+        encoder_num_heads=2,
+        global_attn_indexes=(1,),
+        prompt_embed_dim=32,
+        decoder_mlp_dim=64,
+        decoder_num_heads=2,
+        iou_head_hidden_dim=32,
+        window_size=4,
+    ),
+    copy_bytes=64 * 2**20,
+    context_heads=4,
+)
+SCALES = {"real": REAL, "tiny": TINY}
+
+
+def _log(message: str) -> None:
+    print(f"[gpu_bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_ms(fn: Callable[[], object], repeats: int, device: torch.device, warmup: int = 1) -> float:
+    """Median wall time of ``fn`` in ms, the device synchronised before and after each call."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def _free(device: torch.device) -> None:
+    """Release what the last section left (allocator cache, peak statistics)."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_mib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+
+
+def _unique_bytes(modules: list[torch.nn.Module]) -> int:
+    """Bytes of the distinct parameter tensors of ``modules`` (tied weights counted once)."""
+    seen: set[int] = set()
+    total = 0
+    for module in modules:
+        for p in module.parameters():
+            if p.data_ptr() not in seen:
+                seen.add(p.data_ptr())
+                total += p.numel() * p.element_size()
+    return total
+
+
+@dataclass
+class Bench:
+    """Device, sizes, inputs and the models, built on first use and shared by the sections."""
+
+    scale: Scale
+    device: torch.device
+    dtype: torch.dtype  # the MLLM's (bf16 on CUDA, float32 on a CPU)
+    quick: bool
+    image: np.ndarray = field(init=False)
+    bandwidth_gbps: float | None = None
+    build_s: float = 0.0  # seconds to build the MLLM on the device
+    eos_ids: list[int] = field(default_factory=list)
+    _mllm: MLLM | None = None
+    _segmenter: SamSegmenter | None = None
+
+    def __post_init__(self) -> None:
+        self.image = np.random.default_rng(0).integers(0, 256, (*IMAGE_HW, 3), dtype=np.uint8)
+
+    def repeats(self, full: int, quick: int) -> int:
+        return quick if self.quick else full
+
+    def mllm(self) -> MLLM:
+        """lens_ros ``MLLM`` around a random Qwen2.5-VL built directly on the device.
+
+        The LENS-tiny word-level tokenizer stands in for Qwen's (not available offline);
+        the config's image/vision token ids are set to its ids, the vocabulary stays
+        151936. EOS is disabled (``eos_ids`` emptied) so every generation has exactly the
+        requested number of tokens.
+        """
+        if self._mllm is None:
+            from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+            from lens_ros.model import prompts
+            from lens_ros.model.mllm import MLLM, ImageConfig
+            from training.tiny.tokenizer import build_tiny_tokenizer
+
+            tokenizer = build_tiny_tokenizer()
+            ids = {
+                "image_token_id": tokenizer.convert_tokens_to_ids(prompts.IMAGE_PAD),
+                "video_token_id": tokenizer.convert_tokens_to_ids(prompts.IMAGE_PAD),
+                "vision_start_token_id": tokenizer.convert_tokens_to_ids(prompts.VISION_START),
+                "vision_end_token_id": tokenizer.convert_tokens_to_ids(prompts.VISION_END),
+            }
+            eos = tokenizer.convert_tokens_to_ids(prompts.IM_END)
+            text = {**self.scale.text, "eos_token_id": eos, "pad_token_id": tokenizer.pad_token_id}
+            config = Qwen2_5_VLConfig(
+                text_config=text, vision_config=dict(self.scale.vision), tie_word_embeddings=True, **ids
+            )
+            start = time.perf_counter()
+            with torch.device(self.device):  # initialise on the GPU: seconds instead of minutes
+                model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=self.dtype)
+            model.eval()
+            _sync(self.device)
+            self.build_s = time.perf_counter() - start
+            v = self.scale.vision
+            image_config = ImageConfig(
+                patch_size=v["patch_size"],
+                merge_size=v["spatial_merge_size"],
+                temporal_patch_size=v["temporal_patch_size"],
+                max_pixels=IMAGE_HW[0] * IMAGE_HW[1],
+            )
+            mllm = MLLM(model, tokenizer, image_config)
+            self.eos_ids = list(mllm.eos_ids)
+            mllm.eos_ids = []
+            self._mllm = mllm
+        return self._mllm
+
+    def mllm_inputs(self) -> MLLMInputs:
+        """The one-image prompt batch, on the device."""
+        mllm = self.mllm()
+        packed = mllm.pack(self.image)
+        return mllm.collate([mllm.prompt_ids(INSTRUCTION, packed)], [packed]).to(self.device, self.dtype)
+
+    def segmenter(self) -> SamSegmenter:
+        """lens_ros ``SamSegmenter`` (float32): ViT-H from segment_anything's registry, or tiny."""
+        if self._segmenter is None:
+            from lens_ros.model.sam_backend import SAM_REGISTRY, SamConfig, SamSegmenter
+
+            config = SamConfig(**self.scale.sam)
+            with torch.device(self.device):
+                if self.scale.name == "real":
+                    from segment_anything import sam_model_registry
+
+                    assert config == SAM_REGISTRY["vit_h"], "REAL.sam must be segment_anything's vit_h"
+                    seg = SamSegmenter(config, sam=sam_model_registry["vit_h"](checkpoint=None))
+                else:
+                    seg = SamSegmenter(config)
+            # buffers made by the legacy torch.Tensor() constructor ignore the device context
+            self._segmenter = seg.to(self.device).float().eval()
+        return self._segmenter
+
+    def release_mllm(self) -> None:
+        self._mllm = None
+        _free(self.device)
+
+
+# -- sections ------------------------------------------------------------------------------
+def environment(b: Bench) -> dict:
+    rows = [
+        {"item": "torch", "value": torch.__version__},
+        {"item": "CUDA (torch build)", "value": torch.version.cuda},
+        {"item": "device", "value": str(b.device)},
+        {"item": "scale", "value": b.scale.name},
+        {"item": "CPU count", "value": os.cpu_count()},
+        {"item": "python", "value": platform.python_version()},
+    ]
+    for name in ("transformers", "segment_anything", "onnxruntime", "numpy"):
+        try:
+            module = __import__(name)
+            rows.append({"item": name, "value": getattr(module, "__version__", "installed")})
+        except ImportError as exc:
+            rows.append({"item": name, "value": f"not installed ({exc})"})
+    if b.device.type == "cuda":
+        props = torch.cuda.get_device_properties(b.device)
+        rows += [
+            {"item": "GPU", "value": torch.cuda.get_device_name(b.device)},
+            {"item": "GPU memory (GiB)", "value": round(props.total_memory / 2**30, 1)},
+            {"item": "GPU SMs / capability", "value": f"{props.multi_processor_count} / {props.major}.{props.minor}"},
+            {"item": "cuDNN", "value": torch.backends.cudnn.version()},
+            {"item": "driver", "value": _driver_version()},
+        ]
+    return {"columns": ["item", "value"], "rows": rows}
+
+
+def _driver_version() -> str | None:
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def bandwidth(b: Bench) -> dict:
+    """Device-to-device copy, median of 10 (CUDA events on a GPU)."""
+    n = b.scale.copy_bytes
+    src = torch.ones(n, dtype=torch.uint8, device=b.device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)  # warm-up
+    times = []
+    for _ in range(10):
+        if b.device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            dst.copy_(src)
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            dst.copy_(src)
+            times.append((time.perf_counter() - t0) * 1000)
+    ms = statistics.median(times)
+    b.bandwidth_gbps = 2 * n / (ms / 1000) / 1e9
+    del src, dst
+    return {
+        "note": f"copy of {n / 2**30:.3g} GiB; GB/s counts bytes read + written (2 x size), 1 GB = 1e9 bytes.",
+        "columns": ["measure", "ms", "value"],
+        "rows": [{"measure": "copy, median of 10", "ms": ms, "value": f"{b.bandwidth_gbps:.0f} GB/s"}],
+    }
+
+
+def mllm_section(b: Bench) -> dict:
+    from lens_ros.model.mllm import GenerationSettings
+
+    mllm = b.mllm()
+    model = mllm.model
+    inputs = b.mllm_inputs()
+    image_tokens = int(inputs.mm_token_type_ids.sum())
+    repeats, gen_repeats = b.repeats(10, 3), b.repeats(3, 2)
+
+    def loop(n: int):
+        return mllm.generate(inputs, GenerationSettings.greedy(n), engine="loop")
+
+    def hf(n: int):
+        model.model.rope_deltas = None  # as MLLM._generate_hf: no state from an earlier call
+        out = model.generate(
+            input_ids=inputs.input_ids,
+            attention_mask=inputs.attention_mask,
+            pixel_values=inputs.pixel_values,
+            image_grid_thw=inputs.image_grid_thw,
+            mm_token_type_ids=inputs.mm_token_type_ids,
+            max_new_tokens=n,
+            min_new_tokens=n,  # suppresses EOS: exactly n tokens
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            eos_token_id=b.eos_ids,
+            pad_token_id=mllm.pad_id,
+        )
+        model.model.rope_deltas = None
+        return out
+
+    with torch.no_grad():
+        _log("mllm: vision tower + embeddings")
+        vision_ms = _median_ms(lambda: mllm.embed(inputs), repeats, b.device)
+        _log("mllm: prefill (loop engine, 1 token)")
+        prefill_ms = _median_ms(lambda: loop(1), repeats, b.device)
+        _log(f"mllm: loop engine, {NEW_TOKENS} tokens")
+        loop_tokens = len(loop(NEW_TOKENS).completion_ids[0])
+        loop_ms = _median_ms(lambda: loop(NEW_TOKENS), gen_repeats, b.device, warmup=0)
+        _log(f"mllm: HF generate, 1 and {NEW_TOKENS} tokens")
+        hf_prefill_ms = _median_ms(lambda: hf(1), gen_repeats, b.device)
+        hf_tokens = int(hf(NEW_TOKENS).shape[1] - inputs.input_ids.shape[1])
+        hf_ms = _median_ms(lambda: hf(NEW_TOKENS), gen_repeats, b.device, warmup=0)
+    decode_ms = (loop_ms - prefill_ms) / max(loop_tokens - 1, 1)
+    hf_decode_ms = (hf_ms - hf_prefill_ms) / max(hf_tokens - 1, 1)
+    weight_bytes = _unique_bytes([model.model.language_model, model.lm_head])
+    tied = model.lm_head.weight.data_ptr() == model.model.language_model.embed_tokens.weight.data_ptr()
+    rows = [
+        {"part": f"vision tower + embeddings ({image_tokens} image tokens)", "ms": vision_ms},
+        {"part": "prefill (loop engine: embed + LM + first token)", "ms": prefill_ms},
+        {"part": "decode per token (loop engine)", "ms": decode_ms, "value": f"{loop_tokens} tokens"},
+        {"part": f"loop engine, {loop_tokens} tokens in all", "ms": loop_ms},
+        {"part": "HF generate, 1 token", "ms": hf_prefill_ms},
+        {"part": "decode per token (HF generate)", "ms": hf_decode_ms, "value": f"{hf_tokens} tokens"},
+        {"part": f"HF generate, {hf_tokens} tokens in all", "ms": hf_ms},
+        {
+            "part": "LM weight bytes (decoder layers + norm + lm_head; tied embedding once)",
+            "value": f"{weight_bytes / 1e9:.3f} GB (tied: {tied})",
+        },
+    ]
+    if b.bandwidth_gbps:
+        floor_ms = weight_bytes / (b.bandwidth_gbps * 1e9) * 1000
+        rows += [
+            {"part": "bandwidth floor per decode step (weight bytes / copy GB/s)", "ms": floor_ms},
+            {"part": "loop decode / floor", "value": round(decode_ms / floor_ms, 2)},
+            {"part": "HF decode / floor", "value": round(hf_decode_ms / floor_ms, 2)},
+        ]
+    if b.device.type == "cuda":
+        rows.append({"part": "CUDA max allocated (MiB)", "value": round(_peak_mib(b.device) or 0.0)})
+    params_b = sum(p.numel() for p in model.parameters()) / 1e9
+    note = (
+        f"Qwen2.5-VL ({b.scale.name}) random weights, {params_b:.2f}B parameters, {b.dtype}, "
+        f"attention '{getattr(model.config, '_attn_implementation', '?')}', built on {b.device} in {b.build_s:.1f} s. "
+        f"Prompt {inputs.input_ids.shape[1]} tokens ({image_tokens} image tokens, 640x480 -> "
+        f"{mllm.pack(b.image).resized_hw}). Tokenizer: LENS-tiny word level ({len(mllm.tokenizer)} tokens; "
+        "the system prompt and question frame are single tokens, so the text part is shorter than "
+        "with Qwen's tokenizer); the config's image/video/vision_start/vision_end ids are its ids, the "
+        "vocabulary stays 151936. EOS ignored: loop engine with eos_ids emptied, HF with "
+        "min_new_tokens. Decode per token = (N-token run - 1-token run) / (N - 1)."
+    )
+    return {"note": note, "columns": ["part", "ms", "value"], "rows": rows}
+
+
+def sam_section(b: Bench) -> dict:
+    seg = b.segmenter()
+    encoder = seg.sam.image_encoder
+    size = seg.image_size
+    repeats = b.repeats(10, 3)
+    x = torch.randn(1, 3, size, size, device=b.device)
+    rows = []
+    with torch.no_grad():
+        _log("sam: image encoder fp32")
+        rows.append(
+            {"part": f"image encoder {size}x{size} fp32", "ms": _median_ms(lambda: encoder(x), repeats, b.device)}
+        )
+        if b.device.type == "cuda":
+            previous = torch.get_float32_matmul_precision()
+            torch.set_float32_matmul_precision("high")  # TF32 matmuls
+            try:
+                tf32_ms = _median_ms(lambda: encoder(x), repeats, b.device)
+            finally:
+                torch.set_float32_matmul_precision(previous)
+            rows.append({"part": f"image encoder {size}x{size} fp32, TF32 matmul", "ms": tf32_ms})
+        emb = seg.encode(b.image)  # float32 embedding for the decoder rows
+        _log("sam: image encoder bf16 (Segmenter.cast)")
+        seg.cast(torch.bfloat16)
+        x16 = x.to(torch.bfloat16)
+        rows.append(
+            {"part": f"image encoder {size}x{size} bf16", "ms": _median_ms(lambda: encoder(x16), repeats, b.device)}
+        )
+        rows.append(
+            {
+                "part": "Segmenter.encode bf16 (640x480 frame: resize + normalise on the CPU, copy, encoder)",
+                "ms": _median_ms(lambda: seg.encode(b.image), repeats, b.device),
+            }
+        )
+        _log("sam: prompt encoder + mask decoder (box)")
+        box = torch.tensor([BOX_XYXY], device=b.device)
+        model_box = seg.model_boxes(box, IMAGE_HW)
+        image_embed = emb.features["image_embed"]
+
+        def raw_decode():
+            sparse, dense = seg.sam.prompt_encoder(points=None, boxes=model_box, masks=None)
+            return seg.sam.mask_decoder(
+                image_embeddings=image_embed,
+                image_pe=seg.sam.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=False,
+            )
+
+        rows.append(
+            {
+                "part": "prompt encoder + mask decoder, box, fp32 (SAM modules)",
+                "ms": _median_ms(raw_decode, repeats, b.device),
+            }
+        )
+        rows.append(
+            {
+                "part": "Segmenter.decode, box, fp32 (+ upscale to 640x480)",
+                "ms": _median_ms(lambda: seg.decode(emb, boxes=box), repeats, b.device),
+            }
+        )
+    if b.device.type == "cuda":
+        rows.append({"part": "CUDA max allocated (MiB)", "value": round(_peak_mib(b.device) or 0.0)})
+    params_m = sum(p.numel() for p in seg.parameters()) / 1e6
+    note = (
+        f"SAM ({'vit_h, sam_model_registry' if b.scale.name == 'real' else 'tiny'}) random weights, "
+        f"{params_m:.4g}M parameters. Encoder rows: a random (1, 3, {size}, {size}) input. bf16 is the "
+        "project's Segmenter.cast (encoder weights in bf16, prompt encoder + decoder float32)."
+    )
+    return {"note": note, "columns": ["part", "ms", "value"], "rows": rows}
+
+
+def overlap_section(b: Bench) -> dict:
+    """Pipeline.segment with the encoder sequential vs. overlapped with generation."""
+    from lens_ros.model.context_module import ContextModuleConfig
+    from lens_ros.model.lens import LensConfig, LensModel
+    from lens_ros.model.pipeline import Pipeline, PipelineConfig
+
+    mllm = b.mllm()
+    seg = b.segmenter()
+    config = LensConfig(
+        qwen=mllm.model.config.to_dict(),
+        image=mllm.image_config,
+        context=ContextModuleConfig(
+            hidden_size=mllm.hidden_size, out_dim=seg.prompt_dim, connector_heads=b.scale.context_heads
+        ),
+        segmenter_kind="sam",
+        segmenter=seg.config.to_dict(),
+        max_new_tokens=NEW_TOKENS,
+    )
+    with torch.device(b.device):  # the context module (~0.5B parameters at real size)
+        lens = LensModel(config, mllm.tokenizer, qwen_model=mllm.model, segmenter=seg)
+    lens.mllm.eos_ids = []  # a new MLLM wrapper: exactly NEW_TOKENS tokens here too
+    repeats = b.repeats(3, 2)
+    rows = []
+    for overlap in (False, True):
+        pipe = Pipeline(
+            lens,
+            device=b.device,
+            dtype=b.dtype,
+            config=PipelineConfig(max_new_tokens=NEW_TOKENS, overlap_encoder=overlap),
+        )
+        name = "overlapped (encoder thread + CUDA stream)" if overlap else "sequential"
+        _log(f"overlap: Pipeline.segment, {name}")
+        timings = []
+        for i in range(repeats + 1):  # the first call is a warm-up
+            pipe.clear_cache()  # a new frame for the encoder every time
+            result, _ = pipe.segment(b.image, INSTRUCTION)
+            if i:
+                timings.append(result.timings)
+
+        def med(name: str, timings=timings) -> float:
+            return statistics.median(getattr(t, name) for t in timings)
+
+        rows.append(
+            {
+                "mode": name,
+                "total_ms": med("total_ms"),
+                "generate_ms": med("generate_ms"),
+                "tokens": med("num_generated_tokens"),
+                "context_ms": med("context_ms"),
+                "encoder_ms": med("encoder_ms"),
+                "decoder_ms": med("decoder_ms"),
+            }
+        )
+    sequential, overlapped = rows
+    hidden = (sequential["total_ms"] - overlapped["total_ms"]) / sequential["encoder_ms"]
+    overlapped["hidden_fraction"] = round(hidden, 3)
+    if b.device.type == "cuda":
+        overlapped["cuda_max_alloc_mib"] = round(_peak_mib(b.device) or 0.0)
+    note = (
+        "The project's code path: Pipeline.segment on a LensModel assembled from the in-memory Qwen2.5-VL, "
+        f"SAM and a random ContextModule, {b.dtype}, {NEW_TOKENS} generated tokens (EOS disabled), embedding "
+        "cache cleared before each call. hidden_fraction = (sequential total - overlapped total) / "
+        "sequential encoder ms (1 = the encoder costs nothing extra). In overlapped mode encoder_ms is "
+        "measured in its thread, concurrently with generation."
+    )
+    return {
+        "note": note,
+        "columns": [
+            "mode",
+            "total_ms",
+            "generate_ms",
+            "tokens",
+            "context_ms",
+            "encoder_ms",
+            "decoder_ms",
+            "hidden_fraction",
+            "cuda_max_alloc_mib",
+        ],
+        "rows": rows,
+    }
+
+
+def onnx_section(b: Bench) -> dict:
+    """The project's ONNX mask decoder on onnxruntime vs torch (box prompt, float32)."""
+    import onnxruntime as ort
+
+    from lens_ros.model.onnx_backend import OnnxSegmenter
+
+    providers = ort.get_available_providers()
+    if b.device.type == "cuda" and "CUDAExecutionProvider" not in providers:
+        return {"note": f"CUDAExecutionProvider not available (providers: {providers}); onnxruntime {ort.__version__}."}
+    seg = b.segmenter()
+    repeats = b.repeats(10, 3)
+    box = torch.tensor([BOX_XYXY], device=b.device)
+    with torch.no_grad():
+        emb = seg.encode(b.image).to(b.device, torch.float32)
+        _log("onnxruntime: exporting the mask decoder")
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory() as onnx_dir:
+            ort_seg = OnnxSegmenter.from_segmenter(seg, onnx_dir, device=b.device, export_encoder=False)
+            export_s = time.perf_counter() - start
+            torch_ms = _median_ms(lambda: seg.decode(emb, boxes=box), repeats, b.device)
+            ort_ms = _median_ms(lambda: ort_seg.decode(emb, boxes=box), repeats, b.device)
+    note = (
+        f"onnxruntime {ort.__version__}, session providers {ort_seg.providers}; export (float32 CPU copy, "
+        f"includes one CPU encoder pass for the trace) {export_s:.1f} s. Both rows are Segmenter.decode with a "
+        "box prompt, upscaling included; the ORT path copies the embedding to host numpy on every call, "
+        "as OnnxSegmenter does."
+    )
+    return {
+        "note": note,
+        "columns": ["decoder", "ms", "ratio_vs_torch"],
+        "rows": [
+            {"decoder": "torch, fp32", "ms": torch_ms},
+            {"decoder": "onnxruntime", "ms": ort_ms, "ratio_vs_torch": torch_ms / ort_ms},
+        ],
+    }
+
+
+SECTIONS: dict[str, Callable[[Bench], dict]] = {
+    "1. memory bandwidth": bandwidth,
+    "2. Qwen2.5-VL-3B in MLLM": mllm_section,
+    "3. SAM ViT-H": sam_section,
+    "4. encoder hidden under generation": overlap_section,
+    "5. onnxruntime mask decoder": onnx_section,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench.results_io import RESULTS_DIR, write_results
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--scale", choices=list(SCALES), default="real", help="tiny: a CPU smoke test")
+    parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    b = Bench(SCALES[args.scale], device, dtype, args.quick)
+    mode = "gpu" + ("-quick" if args.quick else "") + ("" if args.scale == "real" else f"-{args.scale}")
+    torch.manual_seed(0)
+    t_start = time.monotonic()
+    results: dict[str, dict] = {"environment": environment(b)}
+    failed = 0
+    json_path = md_path = None
+    for name, section in SECTIONS.items():
+        _log(f"== {name}")
+        start = time.monotonic()
+        try:
+            results[name] = section(b)
+        except Exception as exc:  # noqa: BLE001 - one broken section must not hide the others' numbers
+            failed += 1
+            traceback.print_exc()
+            results[name] = {"error": f"{type(exc).__name__}: {str(exc)[:500]}"}
+        results[name]["seconds"] = round(time.monotonic() - start, 1)
+        _log(f"   {results[name]['seconds']} s")
+        if section is overlap_section:
+            b.release_mllm()  # the last section that needs the 3B model
+        else:
+            _free(device)
+        results["environment"]["note"] = f"total {time.monotonic() - t_start:.1f} s so far; {failed} section(s) failed"
+        try:  # after every section: a run cut short still leaves its numbers
+            json_path, md_path = write_results(results, mode, args.out)
+        except Exception:  # noqa: BLE001
+            traceback.print_exc()
+    if md_path is None:
+        _log("no results file could be written")
+        return 1
+    print(md_path.read_text(), flush=True)
+    _log(f"results: {json_path} and {md_path}; total {time.monotonic() - t_start:.1f} s")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
