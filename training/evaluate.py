@@ -41,15 +41,19 @@ def predict_batch(model: nn.Module, samples: list[Sample], cot: bool, max_new_to
     query_hidden = model.query_hidden_after_generation(generation, inputs.mllm)
     prompt_tokens = model.prompt_tokens(query_hidden)
     embeddings = model.encode_images(inputs)
-    _, mask_logits, _ = model.decode_masks(embeddings, prompt_tokens.to(device))
-    results = []
+    boxes = []
     for i, sample in enumerate(samples):
         parsed = parse_answer(generation.texts[i])
-        box = None
-        if parsed.box is not None:
-            box = scale_box(parsed.box, inputs.packed[i].resized_hw, sample.image.shape[:2])
-        results.append({"mask": (mask_logits[i][0] > 0).cpu().numpy(), "text": generation.texts[i], "box": box})
-    return results
+        boxes.append(
+            None if parsed.box is None else scale_box(parsed.box, inputs.packed[i].resized_hw, sample.image.shape[:2])
+        )
+    # a box_prompt model's segmenter also gets its box, as in the Pipeline
+    prompt_boxes = boxes if model.config.box_prompt else None
+    _, mask_logits, _ = model.decode_masks(embeddings, prompt_tokens.to(device), prompt_boxes)
+    return [
+        {"mask": (mask_logits[i][0] > 0).cpu().numpy(), "text": generation.texts[i], "box": boxes[i]}
+        for i in range(len(samples))
+    ]
 
 
 def _group_keys(sample: Sample) -> list[str]:

@@ -48,6 +48,28 @@ def teacher_answer(model: nn.Module, image_hw: tuple[int, int], expression: str,
     return prompts.format_box_answer(expression, mbox)
 
 
+def jittered_boxes(boxes: torch.Tensor, sizes: list[tuple[int, int]], key: str, scale: float = 0.1) -> list:
+    """Ground-truth boxes with Gaussian corner noise (``scale`` x the box's width/height),
+    clipped to the image: the box prompt a ``box_prompt`` model gets in stage 1 stands in
+    for the MLLM's imperfect box at inference. Deterministic per batch (seeded by ``key``),
+    so a resumed run sees the same noise."""
+    import hashlib
+
+    import numpy as np
+
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little"))
+    out = []
+    for box, (h, w) in zip(boxes.tolist(), sizes, strict=True):
+        x1, y1, x2, y2 = box
+        bw, bh = max(x2 - x1, 1.0), max(y2 - y1, 1.0)
+        noise = rng.normal(0.0, scale, 4) * np.array([bw, bh, bw, bh])
+        j = np.clip(np.array(box) + noise, 0, [w, h, w, h])
+        if j[2] - j[0] < 1 or j[3] - j[1] < 1:  # noise collapsed the box: keep the true one
+            j = np.array(box)
+        out.append(j.astype(np.float32))
+    return out
+
+
 class Stage1Objective(nn.Module):
     """BCE + Dice of the mask decoded from the context prompt; only the context module trains."""
 
@@ -70,10 +92,14 @@ class Stage1Objective(nn.Module):
             for im, e, b, r in zip(batch.images, batch.expressions, batch.boxes.tolist(), batch.rationales, strict=True)
         ]
         inputs = self.model.prepare(batch.images, batch.expressions, answers, cot=self.cot)
-        return {"inputs": inputs, "masks": batch.masks, "ignores": batch.ignores}
+        boxes = None
+        if self.model.config.box_prompt:
+            key = "|".join(batch.expressions) + repr(batch.boxes.tolist())
+            boxes = jittered_boxes(batch.boxes, [im.shape[:2] for im in batch.images], key)
+        return {"inputs": inputs, "masks": batch.masks, "ignores": batch.ignores, "boxes": boxes}
 
     def forward(self, prepared: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        out = self.model(prepared["inputs"], compute_logprobs=False)
+        out = self.model(prepared["inputs"], compute_logprobs=False, boxes=prepared.get("boxes"))
         logits = [m[0] for m in out.mask_logits]  # (H, W) per sample, at gt resolution
         loss, parts = segmentation_loss(
             logits, prepared["masks"], prepared["ignores"], self.bce_weight, self.dice_weight

@@ -132,9 +132,16 @@ class Stage2Objective(nn.Module):
         for packed, size in zip(inputs.packed, inputs.original_sizes, strict=True):
             h, w = packed.resized_hw
             box_scales.append((size[1] / w, size[0] / h))
+        prompt_boxes = None
+        if model.config.box_prompt:  # each rollout's own parsed box prompts its mask (None: no box)
+            prompt_boxes = [
+                rollout_box(text, inputs.packed[i].resized_hw, inputs.original_sizes[i])
+                for i, text in enumerate(rollouts.texts)
+            ]
         return {
             "inputs": inputs,
             "embeddings": repeat_rows(embeddings, g),
+            "prompt_boxes": prompt_boxes,
             "texts": rollouts.texts,
             "completion_lengths": [len(c) for c in rollouts.completion_ids],
             "ref_logp": ref_logp,
@@ -149,7 +156,7 @@ class Stage2Objective(nn.Module):
     # -- the loss --------------------------------------------------------------------------
     def forward(self, p: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.cfg
-        out = self.model(p["inputs"], compute_logprobs=True, embeddings=p["embeddings"])
+        out = self.model(p["inputs"], compute_logprobs=True, embeddings=p["embeddings"], boxes=p.get("prompt_boxes"))
         device = out.prompt_tokens.device
         mask_logits = [m[0] for m in out.mask_logits]  # (H, W) per completion, gt resolution
         completion_mask = out.completion_mask.to(device).clone()
@@ -204,6 +211,15 @@ class Stage2Objective(nn.Module):
         for name, values in rewards.items():
             scalars[f"reward_{name}"] = values.mean().item()
         return loss, scalars
+
+
+def rollout_box(text: str, resized_hw: tuple[int, int], image_hw: tuple[int, int]):
+    """A completion's parsed box in image pixels (as the Pipeline scales it), or None."""
+    from lens_ros.model.prompts import parse_answer
+    from lens_ros.model.vision_input import scale_box
+
+    parsed = parse_answer(text)
+    return None if parsed.box is None else scale_box(parsed.box, resized_hw, image_hw)
 
 
 def export_stage(model: nn.Module, directory) -> None:

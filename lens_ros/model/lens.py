@@ -42,6 +42,9 @@ class LensConfig:
     system_prompt: str = prompts.SYSTEM_PROMPT
     cot: bool = False
     max_new_tokens: int = 256
+    # the segmenter is prompted with the MLLM's box as well as the context token (trained
+    # so in stages 1/2; LENS itself uses the context token alone)
+    box_prompt: bool = False
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -200,13 +203,16 @@ class LensModel(nn.Module):
         encoder = sam.image_encoder
         return list(encoder.parameters())
 
-    def decode_masks(
-        self, embeddings: list[ImageEmbedding], prompt_tokens: torch.Tensor, boxes: torch.Tensor | None = None
-    ):
-        """Per-row decode: -> (low-res (B, 1, h, w), list of (1, H, W), iou (B, 1))."""
+    def decode_masks(self, embeddings: list[ImageEmbedding], prompt_tokens: torch.Tensor, boxes=None):
+        """Per-row decode: -> (low-res (B, 1, h, w), list of (1, H, W), iou (B, 1)).
+
+        boxes: None, or per row an xyxy box in image pixels (sequence or (B, 4) tensor) or
+        None for a row without one (that row gets the context prompt alone).
+        """
         low, full, ious = [], [], []
         for i, emb in enumerate(embeddings):
-            box = None if boxes is None else boxes[i : i + 1]
+            row = None if boxes is None else boxes[i]
+            box = None if row is None else torch.as_tensor(row, dtype=torch.float32).reshape(1, 4)
             out = self.segmenter.decode(emb, prompt_tokens=prompt_tokens[i : i + 1], boxes=box)
             low.append(out.low_res_logits)
             full.append(out.mask_logits[0])
@@ -215,11 +221,16 @@ class LensModel(nn.Module):
 
     # -- training forward -----------------------------------------------------------------
     def forward(
-        self, inputs: LensInputs, compute_logprobs: bool = True, embeddings: list[ImageEmbedding] | None = None
+        self,
+        inputs: LensInputs,
+        compute_logprobs: bool = True,
+        embeddings: list[ImageEmbedding] | None = None,
+        boxes=None,
     ) -> LensOutput:
         """Teacher-forced (or given sampled completions) pass: queries after each sequence.
 
         ``embeddings``: precomputed segmenter embeddings (e.g. cached across GRPO group rows).
+        ``boxes``: per-row box prompts for a ``box_prompt`` model (see ``decode_masks``).
         """
         m = inputs.mllm.to(self.mllm.device, self.mllm.dtype)
         embeds = self.mllm.embed(m)
@@ -236,7 +247,7 @@ class LensModel(nn.Module):
         tokens = self.prompt_tokens(query_hidden)
         if embeddings is None:
             embeddings = self.encode_images(inputs)
-        low, full, ious = self.decode_masks(embeddings, tokens)
+        low, full, ious = self.decode_masks(embeddings, tokens, boxes)
         return LensOutput(query_hidden, tokens, low, full, ious, logprobs, m.completion_mask)
 
     # -- inference: queries on top of the generation's KV cache ----------------------------

@@ -48,7 +48,8 @@ MIN_IMAGE_SIDE = 8
 class PipelineConfig:
     """Inference options.
 
-    use_box_prompt: also give the segmenter the MLLM's parsed box (LENS uses the context
+    use_box_prompt: also give the segmenter the MLLM's parsed box (always on for a model
+        trained so, ``LensConfig.box_prompt``; LENS uses the context
         prompt alone; when the answer has no box the context prompt is used alone anyway).
     track_with_previous_box: in ``track``, add the previous mask's box as a box prompt.
     overlap_encoder: run the image encoder concurrently with generation (measured slower with
@@ -286,7 +287,8 @@ class Pipeline:
         parse_error = ""
         if parsed.box is None:
             parse_error = f"{parsed.error}; mask from the context queries alone"
-        box_prompt = parsed_box if (self.config.use_box_prompt and parsed_box is not None) else None
+        with_box = self.config.use_box_prompt or self.model.config.box_prompt
+        box_prompt = parsed_box if (with_box and parsed_box is not None) else None
         emb: ImageEmbedding = encoded["emb"]  # type: ignore[assignment]
         decoded = self._decode(emb, prompt_tokens, box_prompt, timings)
         result = self._result(decoded, expression, timings, fallback_box=parsed_box)

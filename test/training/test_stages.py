@@ -203,3 +203,49 @@ def test_loop_rollouts_never_contain_image_tokens(tiny_lens, world_batch_samples
         rollouts = engine.generate(request, SamplingSettings(num_samples=1, max_new_tokens=24))
         assert not any(t in engine.banned for ids in rollouts.completion_ids for t in ids)
     assert calls[0] == "loop"  # the fast decoder first; "hf" only when a banned token was sampled
+
+
+def test_jittered_boxes_are_deterministic_near_the_truth_and_inside_the_image():
+    from training.stage1 import jittered_boxes
+
+    gt = torch.tensor([[10.0, 20.0, 50.0, 60.0], [0.0, 0.0, 8.0, 8.0]])
+    a = jittered_boxes(gt, [(48, 64), (48, 64)], "key")
+    b = jittered_boxes(gt, [(48, 64), (48, 64)], "key")
+    c = jittered_boxes(gt, [(48, 64), (48, 64)], "other")
+    np.testing.assert_array_equal(np.stack(a), np.stack(b))  # a resumed run sees the same noise
+    assert not np.array_equal(np.stack(a), np.stack(c))
+    for box in a + c:
+        assert 0 <= box[0] < box[2] <= 64 and 0 <= box[1] < box[3] <= 48
+    assert np.abs(np.stack(a)[0] - gt[0].numpy()).max() < 0.5 * 40  # noise scale 0.1 x box side
+
+
+def test_stage1_of_a_box_prompt_model_prompts_with_the_box(tiny_lens, world_batch_samples):
+    """The box reaches the segmenter: the masks differ from the context prompt alone."""
+    batch = collate(world_batch_samples[:2])
+    plain = Stage1Objective(tiny_lens)
+    prepared = plain.prepare(batch)
+    assert prepared["boxes"] is None
+    tiny_lens.config.box_prompt = True
+    boxed = Stage1Objective(tiny_lens)
+    prepared_box = boxed.prepare(batch)
+    assert len(prepared_box["boxes"]) == 2
+    with torch.no_grad():
+        a = tiny_lens(prepared["inputs"], compute_logprobs=False).mask_logits
+        b = tiny_lens(prepared_box["inputs"], compute_logprobs=False, boxes=prepared_box["boxes"]).mask_logits
+    assert any(not torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    loss, _ = _step(boxed, batch, lr=1e-3)
+    assert np.isfinite(loss)
+
+
+def test_stage2_of_a_box_prompt_model_uses_each_rollouts_own_box(tiny_lens, world_batch_samples):
+    from training.stage2 import rollout_box
+
+    assert rollout_box("<answer>[10,20,30,40]</answer>", (24, 32), (48, 64)) == (20.0, 40.0, 60.0, 80.0)
+    assert rollout_box("no box here", (24, 32), (48, 64)) is None
+    torch.manual_seed(0)
+    tiny_lens.config.box_prompt = True
+    objective = Stage2Objective(tiny_lens, _stage2_cfg())
+    prepared = objective.prepare(collate(world_batch_samples[:2]))
+    assert len(prepared["prompt_boxes"]) == 4  # 2 prompts x group of 2
+    loss, scalars = objective(prepared)
+    assert np.isfinite(loss.item()) and "reward_mask" in scalars

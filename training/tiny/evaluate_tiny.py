@@ -31,7 +31,10 @@ FRAME = (320, 240)
 
 @torch.no_grad()
 def evaluate_model(model, samples, max_new_tokens: int, with_box_baseline: bool, batch: int = 8) -> dict[str, Any]:
-    """-> {"context": {group: summary}, "box": {...}} with groups all / kind=<k>."""
+    """-> {"context": {group: summary}, "context_box": {...}, "box": {...}} with groups all / kind=<k>.
+
+    context: the LENS prompt alone; context_box: the context prompt and the MLLM's parsed box;
+    box: the box alone (the baseline)."""
     model.eval()
     meters: dict[str, dict[str, SegmentationMeter]] = defaultdict(lambda: defaultdict(SegmentationMeter))
     parsed, box_ious = defaultdict(list), defaultdict(list)
@@ -41,15 +44,25 @@ def evaluate_model(model, samples, max_new_tokens: int, with_box_baseline: bool,
         gen = model.mllm.generate(inputs.mllm, GenerationSettings.greedy(max_new_tokens))
         prompt_tokens = model.prompt_tokens(model.query_hidden_after_generation(gen, inputs.mllm))
         embeddings = model.encode_images(inputs)
-        _, masks, _ = model.decode_masks(embeddings, prompt_tokens)
+        boxes = []
+        for i, s in enumerate(chunk):
+            p = parse_answer(gen.texts[i])
+            boxes.append(None if p.box is None else scale_box(p.box, inputs.packed[i].resized_hw, s.image.shape[:2]))
+        # "context": the model as the Pipeline runs it (a box_prompt model also gets its box)
+        _, masks, _ = model.decode_masks(embeddings, prompt_tokens, boxes if model.config.box_prompt else None)
         for i, s in enumerate(chunk):
             groups = ["all", f"kind={s.meta['kind']}"]
             p = parse_answer(gen.texts[i])
-            box = None if p.box is None else scale_box(p.box, inputs.packed[i].resized_hw, s.image.shape[:2])
+            box = boxes[i]
             for g in groups:
                 meters["context"][g].update((masks[i][0] > 0).cpu().numpy(), s.mask)
                 parsed[g].append(p.ok)
                 box_ious[g].append(_box_iou(box, s.box) if box is not None else 0.0)
+            # context prompt + the MLLM's box (Pipeline's use_box_prompt); context alone without a box
+            box_t = None if box is None else torch.tensor([box], dtype=torch.float32)
+            both = model.segmenter.decode(embeddings[i], prompt_tokens=prompt_tokens[i : i + 1], boxes=box_t)
+            for g in groups:
+                meters["context_box"][g].update((both.mask_logits[0, 0] > 0).cpu().numpy(), s.mask)
             if with_box_baseline:
                 if box is not None:
                     out = model.segmenter.decode(embeddings[i], boxes=torch.tensor([box], dtype=torch.float32))
@@ -97,6 +110,7 @@ def evaluate_all(cfg, base: Path, stage1: Path, stage2: Path) -> dict[str, Any]:
         for split, samples in sets.items():
             r = evaluate_model(model, samples, 72, with_box_baseline=(name == "stage1"))
             results["models"].setdefault(name, {})[split] = r["context"]
+            results["models"].setdefault(f"{name}+box", {})[split] = r["context_box"]
             if "box" in r:
                 results["models"].setdefault("box_baseline", {})[split] = r["box"]
         results.setdefault("seconds", {})[name] = round(time.time() - t0, 1)
