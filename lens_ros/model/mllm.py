@@ -284,7 +284,11 @@ class MLLM(nn.Module):
         cache=None,
         use_cache: bool = False,
     ):
-        """Decoder layers only -> (last hidden (B, L, C), cache)."""
+        """Decoder layers only -> (last hidden (B, L, C), cache).
+
+        attention_mask: (B, L) 1 on real tokens, or a prepared mapping {layer type: 4D mask
+        or None} that the text model uses as is (see ``decode_step_mask``).
+        """
         out = self.model.model.language_model(
             inputs_embeds=inputs_embeds,
             position_ids=position_ids,
@@ -336,6 +340,7 @@ class MLLM(nn.Module):
         eos = torch.tensor(self.eos_ids, device=embeds.device)
         tokens: list[torch.Tensor] = []
         embed_layer = self.model.model.get_input_embeddings()
+        prepared_mask = self.decode_step_mask(mask)
         for step in range(settings.max_new_tokens):
             logits = self.model.lm_head(hidden[:, -1]).float()
             token = sample_next_token(logits, settings)
@@ -344,13 +349,32 @@ class MLLM(nn.Module):
             finished |= torch.isin(token, eos)
             if bool(finished.all()) or step == settings.max_new_tokens - 1:
                 break  # the last token is not fed: the cache covers all but the last column
-            mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=mask.device)], 1)
+            if prepared_mask is None:
+                mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=mask.device)], 1)
             hidden, cache = self.run_language_model(
-                embed_layer(token[:, None]), next_pos, mask, cache=cache, use_cache=True
+                embed_layer(token[:, None]),
+                next_pos,
+                mask if prepared_mask is None else prepared_mask,
+                cache=cache,
+                use_cache=True,
             )
             next_pos = next_pos + 1
         generated = torch.stack(tokens, 1) if tokens else inputs.input_ids[:, :0]
         return self._finish(torch.cat([inputs.input_ids, generated], 1), inputs, cache)
+
+    def decode_step_mask(self, attention_mask: torch.Tensor) -> dict | None:
+        """The mask mapping of a one-token decode step when no prompt row is padded, else None.
+
+        Without padding a new token attends to every cached position, so every layer's mask
+        is None, which is what the text model would build itself (``create_causal_mask``
+        skips the mask for one query without padding); handing it over prepared saves that
+        construction on every token (~0.5 ms on the CPU, ~10% of a lens-tiny decode step).
+        With padding, or sliding-window layers, the text model builds the mask as before.
+        """
+        layer_types = set(getattr(self.model.model.language_model.config, "layer_types", None) or ())
+        if layer_types != {"full_attention"} or not bool(attention_mask.all()):
+            return None
+        return {"full_attention": None}
 
     def _generate_hf(self, inputs: MLLMInputs, settings: GenerationSettings) -> Generation:
         self.model.model.rope_deltas = None  # cached state from an earlier call would shift positions

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from lens_ros.model.mllm import GenerationSettings
@@ -114,8 +115,16 @@ def test_gradients_reach_queries_connector_and_mllm(tiny_model):
     tiny_model.zero_grad(set_to_none=True)
 
 
-def test_decoding_loop_equals_transformers_generate(tiny_model):
-    inputs = tiny_model.prepare(_images(), ["red mug", "the blue cube left of the ball"])
+@pytest.mark.parametrize(
+    "expressions",
+    [["red mug", "the blue cube left of the ball"], ["red mug"]],
+    ids=["padded batch", "one row: prepared decode-step mask"],
+)
+def test_decoding_loop_equals_transformers_generate(tiny_model, expressions):
+    inputs = tiny_model.prepare(_images()[: len(expressions)], expressions)
+    prepared = tiny_model.mllm.decode_step_mask(inputs.mllm.attention_mask)
+    # padded rows need the model's own mask; one unpadded row takes the prepared (empty) one
+    assert (prepared is None) == (len(expressions) > 1)
     ours = tiny_model.mllm.generate(inputs.mllm, GenerationSettings.greedy(12), engine="loop")
     ref = tiny_model.mllm.generate(inputs.mllm, GenerationSettings.greedy(12), engine="hf")
     assert torch.equal(ours.sequences, ref.sequences)
