@@ -137,7 +137,9 @@ def read_params_file(path: str | Path, node_name: str = NODE_NAME) -> dict[str, 
     try:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+    # PyYAML's constructors also raise ValueError ("!!int 0x"), IndexError ("!!float"),
+    # KeyError ("!!bool x"), AttributeError ("!!timestamp x") and RecursionError (deep nesting).
+    except (OSError, ValueError, LookupError, AttributeError, RecursionError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read parameters: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a parameter file maps node names to {{ros__parameters: ...}}")

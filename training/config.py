@@ -157,12 +157,24 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     return value
 
 
+def _safe_load(text: str) -> Any:
+    """yaml.safe_load, but every malformed input raises YAMLError or ValueError.
+
+    PyYAML's constructors also raise IndexError ("!!float"), KeyError ("!!bool x"),
+    AttributeError ("!!timestamp x") and RecursionError (deeply nested lists).
+    """
+    try:
+        return yaml.safe_load(text)
+    except (LookupError, AttributeError, RecursionError) as exc:
+        raise ValueError(f"malformed YAML ({type(exc).__name__}: {exc})") from exc
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """'lr=3e-5' -> ('lr', 3e-05); the value is a YAML scalar or flow list."""
     if "=" not in text:
         raise ValueError(f"override {text!r} is not key=value")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw != "" else ""
+    value = _safe_load(raw) if raw != "" else ""
     return key.strip(), value
 
 
@@ -213,7 +225,7 @@ def _load_config(
     values: dict[str, Any] = {}
     paths = path if isinstance(path, list) else ([path] if path else [])
     for one in paths:
-        loaded = yaml.safe_load(Path(one).read_text()) or {}
+        loaded = _safe_load(Path(one).read_text()) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{one}: a config file is a flat mapping of key: value")
         values.update(loaded)

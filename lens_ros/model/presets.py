@@ -70,7 +70,13 @@ def get_preset(name: str) -> Preset:
         if path.is_file():
             try:
                 data = yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError as exc:
+            except (
+                yaml.YAMLError,
+                ValueError,
+                LookupError,
+                AttributeError,
+                RecursionError,
+            ) as exc:  # see read_params_file
                 raise ModelFileError(f"{path}: invalid YAML ({exc})") from exc
             if "kind" not in data:
                 raise ModelFileError(f"{path}: preset has no 'kind'")
