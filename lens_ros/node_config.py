@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from lens_ros.model.types import ConfigError
+from lens_ros.model.types import ConfigError, short_repr
 
 NODE_NAME = "lens_node"
 
@@ -124,7 +124,7 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ValueError(f"parameter {f.name!r} must be {kind.__name__}, got {value!r}")
+        raise ValueError(f"parameter {f.name!r} must be {kind.__name__}, got {short_repr(value)}")
     return value
 
 
@@ -171,9 +171,9 @@ def check_value(name: str, value: Any) -> str:
         return str(exc)
     meta = f.metadata
     if meta["choices"] and value not in meta["choices"]:
-        return f"{name} must be one of {list(meta['choices'])}, got {value!r}"
+        return f"{name} must be one of {list(meta['choices'])}, got {short_repr(value)}"
     if meta["low"] is not None and not (meta["low"] <= value <= meta["high"]):
-        return f"{name} must be in [{meta['low']}, {meta['high']}], got {value!r}"
+        return f"{name} must be in [{meta['low']}, {meta['high']}], got {short_repr(value)}"
     return ""
 
 

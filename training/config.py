@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from lens_ros.model.types import ConfigError
+from lens_ros.model.types import ConfigError, short_repr
 
 
 @dataclass
@@ -135,24 +135,26 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except (TypeError, ValueError) as e:
                 errors.append(str(e))
-        raise ValueError(f"{key}: {value!r} fits none of {annotation}: {errors}")
+        raise ValueError(f"{key}: {short_repr(value)} fits none of {annotation}: {errors}")
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise ValueError(f"{key}: expected a list of {len(args)} values, got {value!r}")
+            raise ValueError(f"{key}: expected a list of {len(args)} values, got {short_repr(value)}")
         return tuple(_coerce(v, a, key) for v, a in zip(value, args, strict=True))
     if annotation is bool:
         if isinstance(value, bool):
             return value
-        raise ValueError(f"{key}: expected true/false, got {value!r}")
+        raise ValueError(f"{key}: expected true/false, got {short_repr(value)}")
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{key}: expected an integer, got {value!r}")
+            raise ValueError(f"{key}: expected an integer, got {short_repr(value)}")
         return value
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{key}: expected a number, got {value!r}")
+            raise ValueError(f"{key}: expected a number, got {short_repr(value)}")
         return float(value)
     if annotation is str:
+        if isinstance(value, (list, tuple, dict)):
+            raise ValueError(f"{key}: expected text, got {short_repr(value)}")
         return "" if value is None else str(value)
     return value
 

@@ -72,3 +72,15 @@ class SegmentationResult:
     @property
     def empty(self) -> bool:
         return self.masks.shape[0] == 0 or not bool(self.masks.any())
+
+
+def short_repr(value) -> str:
+    """A bounded repr for error messages: a YAML alias bomb or a huge string must not expand
+    into a multi-megabyte log line."""
+    import reprlib
+
+    r = reprlib.Repr()  # attributes, not keywords: Python 3.11
+    r.maxstring = r.maxother = 80
+    r.maxlist = r.maxtuple = r.maxdict = 6
+    r.maxlevel = 3
+    return r.repr(value)

@@ -43,3 +43,13 @@ def test_config_files_layer_in_order():
 def test_string_fields_keep_the_text_as_typed():
     cfg = load_config(Stage1Config, None, ["mixed_precision=no", "data=synthetic:train:10:64x48", "model=on"])
     assert cfg.mixed_precision == "no" and cfg.data == "synthetic:train:10:64x48" and cfg.model == "on"
+
+
+def test_a_yaml_alias_bomb_in_a_text_field_is_a_short_config_error(tmp_path):
+    """22 nested aliases in 400 bytes would expand to a 42-million-character string."""
+    levels = ["&a0 [1, 1]"] + [f"&a{i} [*a{i - 1}, *a{i - 1}]" for i in range(1, 22)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("model: [" + ", ".join(levels) + "]\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(Stage1Config, str(path), [])
+    assert "expected text" in str(info.value) and len(str(info.value)) < 2000
