@@ -28,6 +28,7 @@ import time
 import torch
 
 DATA = "synthetic:train:100000:320x240"
+# as in training.tiny.build_embedded's stage configurations (which the runs use)
 STAGE1_BATCH = 8
 STAGE2_BATCH, GROUP_SIZE, MAX_NEW_TOKENS = 2, 4, 72
 
@@ -38,53 +39,20 @@ def tiny_bundle() -> str:
     return str(PACKAGE_DIR / "weights" / "lens-tiny")
 
 
-def stage1_config(out_dir: str, steps: int, workers: int, device: str):
-    from training.config import Stage1Config
+def _configs(steps1: int, steps2: int, workers: int, device: str, out: str):
+    """The embedded build's stage configurations (training.tiny.build_embedded), shortened,
+    on the shipped bundle, without TensorBoard or intermediate checkpoints."""
+    import dataclasses
 
-    return Stage1Config(
-        out_dir=out_dir,
-        model=tiny_bundle(),
-        cot=True,
-        data=DATA,
-        batch_size=STAGE1_BATCH,
-        max_steps=steps,
-        lr=1e-3,
-        warmup_steps=30,
-        min_lr_ratio=0.1,
-        weight_decay=0.0,
-        mixed_precision="no",
-        ckpt_every=0,
-        log_every=10,
-        tensorboard=False,
-        progress=False,
-        device=device,
-        num_workers=workers,
+    from training.tiny.build_embedded import BuildConfig, stage1_config, stage2_config
+
+    build = BuildConfig(
+        stage1_steps=steps1, stage2_steps=steps2, device=device, workers=workers, threads=torch.get_num_threads()
     )
-
-
-def stage2_config(out_dir: str, steps: int, workers: int, device: str):
-    from training.config import Stage2Config
-
-    return Stage2Config(
-        out_dir=out_dir,
-        model=tiny_bundle(),
-        cot=True,
-        data=DATA,
-        batch_size=STAGE2_BATCH,
-        max_steps=steps,
-        lr=1e-5,
-        group_size=GROUP_SIZE,
-        max_new_tokens=MAX_NEW_TOKENS,
-        beta=0.04,
-        mixed_precision="no",
-        ckpt_every=0,
-        log_every=1,
-        tensorboard=False,
-        progress=False,
-        device=device,
-        num_workers=workers,
-        seed=1,
-    )
+    quiet = {"ckpt_every": 0, "tensorboard": False}
+    s1 = dataclasses.replace(stage1_config(build, tiny_bundle(), out), data=DATA, **quiet)
+    s2 = dataclasses.replace(stage2_config(build, tiny_bundle(), "", out), data=DATA, **quiet)
+    return s1, s2
 
 
 def timed_run(train_fn, cfg) -> dict:
@@ -126,7 +94,7 @@ def run(quick: bool, device: str = "cpu") -> dict:
     baseline = None
     for workers in (0, 1):
         with tempfile.TemporaryDirectory(prefix="lens-bench-s1-") as out:
-            r = timed_run(train_stage1, stage1_config(out, stage1_steps, workers, device))
+            r = timed_run(train_stage1, _configs(stage1_steps, stage2_steps, workers, device, out)[0])
         steps_per_s = 1 / r["seconds_per_step"]
         row = {
             "data": "in the training loop (num_workers=0)" if workers == 0 else "1 loader process (num_workers=1)",
@@ -144,7 +112,7 @@ def run(quick: bool, device: str = "cpu") -> dict:
         stage1_rows.append(row)
 
     with tempfile.TemporaryDirectory(prefix="lens-bench-s2-") as out:
-        r = timed_run(train_stage2, stage2_config(out, stage2_steps, 0, device))
+        r = timed_run(train_stage2, _configs(stage1_steps, stage2_steps, 0, device, out)[1])
     steps_per_s = 1 / r["seconds_per_step"]
     lengths = [h["stage2/completion_length"] for h in r["history"][1:] if "stage2/completion_length" in h]
     stage2_rows = [

@@ -137,12 +137,11 @@ def assemble_base(work: Path) -> Path:
     return save_bundle(work / "base", model, extra={"stage": "pretrained substitutes + fresh context module"})
 
 
-def run_stage1(cfg: BuildConfig, base: Path) -> Path:
+def stage1_config(cfg: BuildConfig, base: str | Path, out: str | Path):
+    """The embedded build's stage-1 configuration (also what bench/training_bench.py times)."""
     from training.config import Stage1Config
-    from training.stage1 import train_stage1
 
-    out = Path(cfg.work) / "stage1"
-    s1 = Stage1Config(
+    return Stage1Config(
         out_dir=str(out),
         model=str(base),
         cot=True,
@@ -163,19 +162,16 @@ def run_stage1(cfg: BuildConfig, base: Path) -> Path:
         device=cfg.device,
         num_workers=cfg.workers,
     )
-    train_stage1(s1)
-    return out / "final"
 
 
-def run_stage2(cfg: BuildConfig, base: Path, stage1: Path) -> Path:
+def stage2_config(cfg: BuildConfig, base: str | Path, init_from: str | Path, out: str | Path):
+    """The embedded build's stage-2 configuration: GRPO with 2 prompts x G=4, 72 new tokens."""
     from training.config import Stage2Config
-    from training.stage2 import train_stage2
 
-    out = Path(cfg.work) / "stage2"
-    s2 = Stage2Config(
+    return Stage2Config(
         out_dir=str(out),
         model=str(base),
-        init_from=str(stage1),
+        init_from=str(init_from),
         cot=True,
         data=f"synthetic:train:1000000:{SYNTHETIC_FRAME}",
         batch_size=2,
@@ -195,7 +191,21 @@ def run_stage2(cfg: BuildConfig, base: Path, stage1: Path) -> Path:
         # different data than stage 1 saw first
         seed=1,
     )
-    result = train_stage2(s2)
+
+
+def run_stage1(cfg: BuildConfig, base: Path) -> Path:
+    from training.stage1 import train_stage1
+
+    out = Path(cfg.work) / "stage1"
+    train_stage1(stage1_config(cfg, base, out))
+    return out / "final"
+
+
+def run_stage2(cfg: BuildConfig, base: Path, stage1: Path) -> Path:
+    from training.stage2 import train_stage2
+
+    out = Path(cfg.work) / "stage2"
+    result = train_stage2(stage2_config(cfg, base, stage1, out))
     (out / "history.json").write_text(json.dumps(result.history, indent=1))
     plot_rewards(result.history, Path(cfg.results).with_suffix(".stage2_rewards.png"))
     return out / "final"
