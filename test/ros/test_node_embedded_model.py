@@ -42,14 +42,22 @@ def test_embedded_model_masks_and_poses_match_the_ground_truth(launcher, probe):
     segs = probe.subscribe(Segmentation, "/lens_node/segmentation")
     poses = probe.subscribe(PoseStamped, "/lens_node/target_pose")
     publisher = probe.node.create_publisher(String, "/instruction", instruction_qos())
-    ious, errors = [], []
-    for i in range(3):
+    ious, errors, targets = [], [], []
+    texts: list[str] = []
+    for i in range(8):  # three different simple instructions
         expression = animator.expression(SCENE["t"], "simple", seed=i)
+        if expression.text in texts:
+            continue
+        texts.append(expression.text)
         target = frame.objects[expression.target]
+        targets.append(target)
         publisher.publish(String(data=expression.text))
 
         def answered(text=expression.text):
-            return [m for _, m in segs if m.instruction == text and not m.tracked and m.objects]
+            # the newest frame is answered again for a new instruction: stamps no other instruction
+            # has (on a still scene, tracking after the answer gives the answer's mask)
+            others = {stamp_of(m) for _, m in segs if m.instruction != text}
+            return [m for _, m in segs if m.instruction == text and m.objects and stamp_of(m) not in others]
 
         seg = probe.spin_until(answered, 120, f"an answer to {expression.text!r}")[0]
         mask = image_to_numpy(seg.objects[0].mask) > 0
@@ -57,6 +65,8 @@ def test_embedded_model_masks_and_poses_match_the_ground_truth(launcher, probe):
         pose = probe.spin_until(lambda s=seg: [m for _, m in poses if stamp_of(m) == stamp_of(s)], 10, "its pose")[0]
         p = pose.pose.position
         errors.append(float(np.linalg.norm(np.array([p.x, p.y, p.z]) - target.center)))
+        if len(texts) == 3:
+            break
     # The shipped model is small and under-trained (training/results/embedded_model.md): it must
     # beat picking one of the scene's objects at random, not match the ground truth.
     chance = np.mean(
@@ -67,9 +77,11 @@ def test_embedded_model_masks_and_poses_match_the_ground_truth(launcher, probe):
                     for o in frame.objects
                 ]
             )
-            for t in (frame.objects[animator.expression(SCENE["t"], "simple", seed=i).target] for i in range(3))
+            for t in targets
         ]
     )
     assert np.mean(ious) > chance, f"mask IoU per instruction {np.round(ious, 2)} vs random-object {chance:.2f}"
     good = [e for e, iou in zip(errors, ious, strict=True) if iou > 0.5]
-    assert all(e < 0.05 for e in good), f"position errors (m) where the mask was right: {good}"
+    assert all(e < 0.05 for e in good), (
+        f"position errors (m) where the mask was right: {good} (IoU {np.round(ious, 2)})"
+    )

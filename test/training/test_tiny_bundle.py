@@ -19,10 +19,10 @@ def test_bundle_is_small_safetensors_with_its_tokenizer():
     assert size < 25 * 1024 * 1024, f"bundle is {size / 2**20:.1f} MB"
 
 
-def _heldout(n: int):
+def _scenes(split: str, n: int):
     from training.data.synthetic_dataset import SyntheticWorldDataset
 
-    return [SyntheticWorldDataset("heldout", n, (320, 240), 70_000_000)[i] for i in range(n)]
+    return [SyntheticWorldDataset(split, n, (320, 240), 70_000_000)[i] for i in range(n)]
 
 
 def _model_ciou(samples) -> float:
@@ -32,30 +32,42 @@ def _model_ciou(samples) -> float:
     return evaluate_model(load_bundle(BUNDLE), samples, 72, with_box_baseline=False)["context"]["all"]["cIoU"]
 
 
+def _random_object_ciou(split: str, n: int) -> float:
+    """Chance: the mask of an object of the scene picked uniformly at random."""
+    from training.data.synthetic_world import generate_sample
+
+    inter = union = 0.0
+    for i in range(n):
+        s = generate_sample(70_000_000 + i, split, (320, 240))
+        for o in s.objects:
+            inter += np.logical_and(o.mask, s.target_mask).sum() / len(s.objects)
+            union += np.logical_or(o.mask, s.target_mask).sum() / len(s.objects)
+    return inter / union
+
+
 @pytest.mark.slow
 def test_bundle_beats_the_whole_frame_mask_on_fresh_heldout_scenes():
-    samples = _heldout(8)
+    samples = _scenes("heldout", 8)
     ciou = _model_ciou(samples)
     trivial = sum(s.mask.sum() for s in samples) / sum(s.mask.size for s in samples)
     assert ciou > 3 * trivial, f"cIoU {ciou:.3f} vs whole-frame mask {trivial:.3f}"
 
 
 @pytest.mark.slow
+def test_bundle_finds_the_target_on_fresh_scenes_of_seen_compositions():
+    """val (seen colour-shape compositions): ~0.71 cIoU over 100 scenes in the results file."""
+    ciou = _model_ciou(_scenes("val", 12))
+    chance = _random_object_ciou("val", 12)
+    assert ciou > max(0.4, 2 * chance), f"cIoU {ciou:.3f} vs random-object chance {chance:.3f}"
+
+
+@pytest.mark.slow
 @pytest.mark.xfail(
-    reason="the shipped model (held-out cIoU ~0.18) does not yet beat picking a random object; "
-    "see training/results/embedded_model.md",
+    reason="on unseen compositions the shipped model (held-out cIoU ~0.25, box IoU ~0.33) is "
+    "about as good as picking a random object; see training/results/embedded_model.md",
     strict=False,
 )
 def test_bundle_beats_a_random_object_on_fresh_heldout_scenes():
-    from training.data.synthetic_world import generate_sample
-
-    n = 8
-    ciou = _model_ciou(_heldout(n))
-    inter = union = 0.0
-    for i in range(n):  # chance: each object of the scene equally likely
-        s = generate_sample(70_000_000 + i, "heldout", (320, 240))
-        for o in s.objects:
-            inter += np.logical_and(o.mask, s.target_mask).sum() / len(s.objects)
-            union += np.logical_or(o.mask, s.target_mask).sum() / len(s.objects)
-    chance = inter / union
+    ciou = _model_ciou(_scenes("heldout", 8))
+    chance = _random_object_ciou("heldout", 8)
     assert ciou > max(0.1, 1.5 * chance), f"cIoU {ciou:.3f} vs random-object chance {chance:.3f}"

@@ -31,10 +31,11 @@ FRAME = (320, 240)
 
 @torch.no_grad()
 def evaluate_model(model, samples, max_new_tokens: int, with_box_baseline: bool, batch: int = 8) -> dict[str, Any]:
-    """-> {"context": {group: summary}, "context_box": {...}, "box": {...}} with groups all / kind=<k>.
+    """-> {"context": {group: summary}, "other": {...}, "box": {...}} with groups all / kind=<k>.
 
-    context: the LENS prompt alone; context_box: the context prompt and the MLLM's parsed box;
-    box: the box alone (the baseline)."""
+    context: the model as the Pipeline runs it (a ``box_prompt`` model gets its parsed box with
+    the context token); other: the other way of prompting (a ``box_prompt`` model's context
+    token alone, else the context token plus the box); box: the box alone (the baseline)."""
     model.eval()
     meters: dict[str, dict[str, SegmentationMeter]] = defaultdict(lambda: defaultdict(SegmentationMeter))
     parsed, box_ious = defaultdict(list), defaultdict(list)
@@ -58,11 +59,10 @@ def evaluate_model(model, samples, max_new_tokens: int, with_box_baseline: bool,
                 meters["context"][g].update((masks[i][0] > 0).cpu().numpy(), s.mask)
                 parsed[g].append(p.ok)
                 box_ious[g].append(_box_iou(box, s.box) if box is not None else 0.0)
-            # context prompt + the MLLM's box (Pipeline's use_box_prompt); context alone without a box
-            box_t = None if box is None else torch.tensor([box], dtype=torch.float32)
-            both = model.segmenter.decode(embeddings[i], prompt_tokens=prompt_tokens[i : i + 1], boxes=box_t)
+            other_box = None if (box is None or model.config.box_prompt) else torch.tensor([box], dtype=torch.float32)
+            other = model.segmenter.decode(embeddings[i], prompt_tokens=prompt_tokens[i : i + 1], boxes=other_box)
             for g in groups:
-                meters["context_box"][g].update((both.mask_logits[0, 0] > 0).cpu().numpy(), s.mask)
+                meters["other"][g].update((other.mask_logits[0, 0] > 0).cpu().numpy(), s.mask)
             if with_box_baseline:
                 if box is not None:
                     out = model.segmenter.decode(embeddings[i], boxes=torch.tensor([box], dtype=torch.float32))
@@ -110,7 +110,8 @@ def evaluate_all(cfg, base: Path, stage1: Path, stage2: Path) -> dict[str, Any]:
         for split, samples in sets.items():
             r = evaluate_model(model, samples, 72, with_box_baseline=(name == "stage1"))
             results["models"].setdefault(name, {})[split] = r["context"]
-            results["models"].setdefault(f"{name}+box", {})[split] = r["context_box"]
+            other = "context token alone" if model.config.box_prompt else "context token + box"
+            results["models"].setdefault(f"{name} ({other})", {})[split] = r["other"]
             if "box" in r:
                 results["models"].setdefault("box_baseline", {})[split] = r["box"]
         results.setdefault("seconds", {})[name] = round(time.time() - t0, 1)
