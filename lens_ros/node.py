@@ -237,6 +237,8 @@ class LensBehaviour:
             try:
                 self._process(frame)
             except Exception as exc:  # the worker must survive anything a frame causes
+                if not self.context.ok():  # shutting down: the publishers are gone
+                    break
                 self.stats.drop("error")
                 self._note_error(f"unexpected error: {type(exc).__name__}: {exc}")
 

@@ -118,6 +118,14 @@ class SimCamera(Node):
         return self.start_time + self.speed * (now - self.started).nanoseconds * 1e-9
 
     def _tick(self) -> None:
+        try:
+            self._publish_frame()
+        except Exception:
+            if self.context.ok():
+                raise
+            # shutting down: the context went away between the timer firing and the publish
+
+    def _publish_frame(self) -> None:
         now = self.get_clock().now()
         t = self.scene_time(now)
         frame = self.animator.frame(t)
