@@ -26,7 +26,6 @@ Results: ``DIR/<machine>-<date>-gpu[-quick][-tiny].json`` and ``.md`` (bench/res
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import platform
 import statistics
@@ -35,253 +34,27 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
 if TYPE_CHECKING:  # imported where used: a missing package fails one section, not the script
-    from lens_ros.model.mllm import MLLM, MLLMInputs
-    from lens_ros.model.sam_backend import SamSegmenter
+    pass
 
-IMAGE_HW = (480, 640)
-INSTRUCTION = "the red mug left of the bowl"
-NEW_TOKENS = 64
-BOX_XYXY = (160.0, 120.0, 480.0, 360.0)  # input-image pixels
-
-
-@dataclass
-class Scale:
-    """Architecture sizes of one benchmark scale.
-
-    text / vision: Qwen2.5-VL config fields; sam: ``SamConfig`` fields (a dict, so that this
-    module imports without segment_anything and a missing package fails one section only).
-    """
-
-    name: str
-    text: dict
-    vision: dict
-    sam: dict
-    copy_bytes: int
-    context_heads: int = 16
-
-
-# Qwen2.5-VL-3B-Instruct's config.json, written out (random weights: no download).
-REAL = Scale(
-    name="real",
-    text=dict(
-        vocab_size=151936,
-        hidden_size=2048,
-        intermediate_size=11008,
-        num_hidden_layers=36,
-        num_attention_heads=16,
-        num_key_value_heads=2,
-        hidden_act="silu",
-        max_position_embeddings=128000,
-        rms_norm_eps=1e-6,
-        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
-        tie_word_embeddings=True,
-    ),
-    vision=dict(
-        depth=32,
-        hidden_size=1280,
-        intermediate_size=3420,
-        num_heads=16,
-        out_hidden_size=2048,
-        patch_size=14,
-        spatial_merge_size=2,
-        temporal_patch_size=2,
-        window_size=112,
-        fullatt_block_indexes=[7, 15, 23, 31],
-        in_channels=3,
-        tokens_per_second=2,
-        hidden_act="silu",
-    ),
-    sam=dict(encoder_embed_dim=1280, encoder_depth=32, encoder_num_heads=16, global_attn_indexes=(7, 15, 23, 31)),
-    copy_bytes=2 * 2**30,
+from bench.gpu_setup import (
+    BOX_XYXY,
+    IMAGE_HW,
+    INSTRUCTION,
+    NEW_TOKENS,
+    SCALES,
+    Bench,
+    free_memory,
+    log,
+    median_ms,
+    peak_mib,
+    unique_bytes,
 )
-
-# Same code paths and input sizes, a few narrow layers: for testing this script on a CPU.
-TINY = Scale(
-    name="tiny",
-    text={
-        **REAL.text,
-        "hidden_size": 128,
-        "intermediate_size": 256,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [4, 6, 6]},
-    },
-    vision={
-        **REAL.vision,
-        "depth": 2,
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_heads": 2,
-        "out_hidden_size": 128,
-        "fullatt_block_indexes": [1],
-    },
-    sam=dict(
-        image_size=256,
-        encoder_embed_dim=32,
-        encoder_depth=2,
-        encoder_num_heads=2,
-        global_attn_indexes=(1,),
-        prompt_embed_dim=32,
-        decoder_mlp_dim=64,
-        decoder_num_heads=2,
-        iou_head_hidden_dim=32,
-        window_size=4,
-    ),
-    copy_bytes=64 * 2**20,
-    context_heads=4,
-)
-SCALES = {"real": REAL, "tiny": TINY}
-
-
-def _log(message: str) -> None:
-    print(f"[gpu_bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _median_ms(fn: Callable[[], object], repeats: int, device: torch.device, warmup: int = 1) -> float:
-    """Median wall time of ``fn`` in ms, the device synchronised before and after each call."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
-
-
-def _free(device: torch.device) -> None:
-    """Release what the last section left (allocator cache, peak statistics)."""
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def _peak_mib(device: torch.device) -> float | None:
-    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-
-
-def _unique_bytes(modules: list[torch.nn.Module]) -> int:
-    """Bytes of the distinct parameter tensors of ``modules`` (tied weights counted once)."""
-    seen: set[int] = set()
-    total = 0
-    for module in modules:
-        for p in module.parameters():
-            if p.data_ptr() not in seen:
-                seen.add(p.data_ptr())
-                total += p.numel() * p.element_size()
-    return total
-
-
-@dataclass
-class Bench:
-    """Device, sizes, inputs and the models, built on first use and shared by the sections."""
-
-    scale: Scale
-    device: torch.device
-    dtype: torch.dtype  # the MLLM's (bf16 on CUDA, float32 on a CPU)
-    quick: bool
-    image: np.ndarray = field(init=False)
-    bandwidth_gbps: float | None = None
-    build_s: float = 0.0  # seconds to build the MLLM on the device
-    eos_ids: list[int] = field(default_factory=list)
-    _mllm: MLLM | None = None
-    _segmenter: SamSegmenter | None = None
-
-    def __post_init__(self) -> None:
-        self.image = np.random.default_rng(0).integers(0, 256, (*IMAGE_HW, 3), dtype=np.uint8)
-
-    def repeats(self, full: int, quick: int) -> int:
-        return quick if self.quick else full
-
-    def mllm(self) -> MLLM:
-        """lens_ros ``MLLM`` around a random Qwen2.5-VL built directly on the device.
-
-        The LENS-tiny word-level tokenizer stands in for Qwen's (not available offline);
-        the config's image/vision token ids are set to its ids, the vocabulary stays
-        151936. EOS is disabled (``eos_ids`` emptied) so every generation has exactly the
-        requested number of tokens.
-        """
-        if self._mllm is None:
-            from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-
-            from lens_ros.model import prompts
-            from lens_ros.model.mllm import MLLM, ImageConfig
-            from training.tiny.tokenizer import build_tiny_tokenizer
-
-            tokenizer = build_tiny_tokenizer()
-            ids = {
-                "image_token_id": tokenizer.convert_tokens_to_ids(prompts.IMAGE_PAD),
-                "video_token_id": tokenizer.convert_tokens_to_ids(prompts.IMAGE_PAD),
-                "vision_start_token_id": tokenizer.convert_tokens_to_ids(prompts.VISION_START),
-                "vision_end_token_id": tokenizer.convert_tokens_to_ids(prompts.VISION_END),
-            }
-            eos = tokenizer.convert_tokens_to_ids(prompts.IM_END)
-            text = {**self.scale.text, "eos_token_id": eos, "pad_token_id": tokenizer.pad_token_id}
-            config = Qwen2_5_VLConfig(
-                text_config=text, vision_config=dict(self.scale.vision), tie_word_embeddings=True, **ids
-            )
-            start = time.perf_counter()
-            with torch.device(self.device):  # initialise on the GPU: seconds instead of minutes
-                model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=self.dtype)
-            model.eval()
-            _sync(self.device)
-            self.build_s = time.perf_counter() - start
-            v = self.scale.vision
-            image_config = ImageConfig(
-                patch_size=v["patch_size"],
-                merge_size=v["spatial_merge_size"],
-                temporal_patch_size=v["temporal_patch_size"],
-                max_pixels=IMAGE_HW[0] * IMAGE_HW[1],
-            )
-            mllm = MLLM(model, tokenizer, image_config)
-            self.eos_ids = list(mllm.eos_ids)
-            mllm.eos_ids = []
-            self._mllm = mllm
-        return self._mllm
-
-    def mllm_inputs(self) -> MLLMInputs:
-        """The one-image prompt batch, on the device."""
-        mllm = self.mllm()
-        packed = mllm.pack(self.image)
-        return mllm.collate([mllm.prompt_ids(INSTRUCTION, packed)], [packed]).to(self.device, self.dtype)
-
-    def segmenter(self) -> SamSegmenter:
-        """lens_ros ``SamSegmenter`` (float32): ViT-H from segment_anything's registry, or tiny."""
-        if self._segmenter is None:
-            from lens_ros.model.sam_backend import SAM_REGISTRY, SamConfig, SamSegmenter
-
-            config = SamConfig(**self.scale.sam)
-            with torch.device(self.device):
-                if self.scale.name == "real":
-                    from segment_anything import sam_model_registry
-
-                    assert config == SAM_REGISTRY["vit_h"], "REAL.sam must be segment_anything's vit_h"
-                    seg = SamSegmenter(config, sam=sam_model_registry["vit_h"](checkpoint=None))
-                else:
-                    seg = SamSegmenter(config)
-            # buffers made by the legacy torch.Tensor() constructor ignore the device context
-            self._segmenter = seg.to(self.device).float().eval()
-        return self._segmenter
-
-    def release_mllm(self) -> None:
-        self._mllm = None
-        _free(self.device)
 
 
 # -- sections ------------------------------------------------------------------------------
@@ -387,20 +160,20 @@ def mllm_section(b: Bench) -> dict:
         return out
 
     with torch.no_grad():
-        _log("mllm: vision tower + embeddings")
-        vision_ms = _median_ms(lambda: mllm.embed(inputs), repeats, b.device)
-        _log("mllm: prefill (loop engine, 1 token)")
-        prefill_ms = _median_ms(lambda: loop(1), repeats, b.device)
-        _log(f"mllm: loop engine, {NEW_TOKENS} tokens")
+        log("mllm: vision tower + embeddings")
+        vision_ms = median_ms(lambda: mllm.embed(inputs), repeats, b.device)
+        log("mllm: prefill (loop engine, 1 token)")
+        prefill_ms = median_ms(lambda: loop(1), repeats, b.device)
+        log(f"mllm: loop engine, {NEW_TOKENS} tokens")
         loop_tokens = len(loop(NEW_TOKENS).completion_ids[0])
-        loop_ms = _median_ms(lambda: loop(NEW_TOKENS), gen_repeats, b.device, warmup=0)
-        _log(f"mllm: HF generate, 1 and {NEW_TOKENS} tokens")
-        hf_prefill_ms = _median_ms(lambda: hf(1), gen_repeats, b.device)
+        loop_ms = median_ms(lambda: loop(NEW_TOKENS), gen_repeats, b.device, warmup=0)
+        log(f"mllm: HF generate, 1 and {NEW_TOKENS} tokens")
+        hf_prefill_ms = median_ms(lambda: hf(1), gen_repeats, b.device)
         hf_tokens = int(hf(NEW_TOKENS).shape[1] - inputs.input_ids.shape[1])
-        hf_ms = _median_ms(lambda: hf(NEW_TOKENS), gen_repeats, b.device, warmup=0)
+        hf_ms = median_ms(lambda: hf(NEW_TOKENS), gen_repeats, b.device, warmup=0)
     decode_ms = (loop_ms - prefill_ms) / max(loop_tokens - 1, 1)
     hf_decode_ms = (hf_ms - hf_prefill_ms) / max(hf_tokens - 1, 1)
-    weight_bytes = _unique_bytes([model.model.language_model, model.lm_head])
+    weight_bytes = unique_bytes([model.model.language_model, model.lm_head])
     tied = model.lm_head.weight.data_ptr() == model.model.language_model.embed_tokens.weight.data_ptr()
     rows = [
         {"part": f"vision tower + embeddings ({image_tokens} image tokens)", "ms": vision_ms},
@@ -423,7 +196,7 @@ def mllm_section(b: Bench) -> dict:
             {"part": "HF decode / floor", "value": round(hf_decode_ms / floor_ms, 2)},
         ]
     if b.device.type == "cuda":
-        rows.append({"part": "CUDA max allocated (MiB)", "value": round(_peak_mib(b.device) or 0.0)})
+        rows.append({"part": "CUDA max allocated (MiB)", "value": round(peak_mib(b.device) or 0.0)})
     params_b = sum(p.numel() for p in model.parameters()) / 1e9
     note = (
         f"Qwen2.5-VL ({b.scale.name}) random weights, {params_b:.2f}B parameters, {b.dtype}, "
@@ -446,32 +219,32 @@ def sam_section(b: Bench) -> dict:
     x = torch.randn(1, 3, size, size, device=b.device)
     rows = []
     with torch.no_grad():
-        _log("sam: image encoder fp32")
+        log("sam: image encoder fp32")
         rows.append(
-            {"part": f"image encoder {size}x{size} fp32", "ms": _median_ms(lambda: encoder(x), repeats, b.device)}
+            {"part": f"image encoder {size}x{size} fp32", "ms": median_ms(lambda: encoder(x), repeats, b.device)}
         )
         if b.device.type == "cuda":
             previous = torch.get_float32_matmul_precision()
             torch.set_float32_matmul_precision("high")  # TF32 matmuls
             try:
-                tf32_ms = _median_ms(lambda: encoder(x), repeats, b.device)
+                tf32_ms = median_ms(lambda: encoder(x), repeats, b.device)
             finally:
                 torch.set_float32_matmul_precision(previous)
             rows.append({"part": f"image encoder {size}x{size} fp32, TF32 matmul", "ms": tf32_ms})
         emb = seg.encode(b.image)  # float32 embedding for the decoder rows
-        _log("sam: image encoder bf16 (Segmenter.cast)")
+        log("sam: image encoder bf16 (Segmenter.cast)")
         seg.cast(torch.bfloat16)
         x16 = x.to(torch.bfloat16)
         rows.append(
-            {"part": f"image encoder {size}x{size} bf16", "ms": _median_ms(lambda: encoder(x16), repeats, b.device)}
+            {"part": f"image encoder {size}x{size} bf16", "ms": median_ms(lambda: encoder(x16), repeats, b.device)}
         )
         rows.append(
             {
                 "part": "Segmenter.encode bf16 (640x480 frame: resize + normalise on the CPU, copy, encoder)",
-                "ms": _median_ms(lambda: seg.encode(b.image), repeats, b.device),
+                "ms": median_ms(lambda: seg.encode(b.image), repeats, b.device),
             }
         )
-        _log("sam: prompt encoder + mask decoder (box)")
+        log("sam: prompt encoder + mask decoder (box)")
         box = torch.tensor([BOX_XYXY], device=b.device)
         model_box = seg.model_boxes(box, IMAGE_HW)
         image_embed = emb.features["image_embed"]
@@ -489,17 +262,17 @@ def sam_section(b: Bench) -> dict:
         rows.append(
             {
                 "part": "prompt encoder + mask decoder, box, fp32 (SAM modules)",
-                "ms": _median_ms(raw_decode, repeats, b.device),
+                "ms": median_ms(raw_decode, repeats, b.device),
             }
         )
         rows.append(
             {
                 "part": "Segmenter.decode, box, fp32 (+ upscale to 640x480)",
-                "ms": _median_ms(lambda: seg.decode(emb, boxes=box), repeats, b.device),
+                "ms": median_ms(lambda: seg.decode(emb, boxes=box), repeats, b.device),
             }
         )
     if b.device.type == "cuda":
-        rows.append({"part": "CUDA max allocated (MiB)", "value": round(_peak_mib(b.device) or 0.0)})
+        rows.append({"part": "CUDA max allocated (MiB)", "value": round(peak_mib(b.device) or 0.0)})
     params_m = sum(p.numel() for p in seg.parameters()) / 1e6
     note = (
         f"SAM ({'vit_h, sam_model_registry' if b.scale.name == 'real' else 'tiny'}) random weights, "
@@ -540,7 +313,7 @@ def overlap_section(b: Bench) -> dict:
             config=PipelineConfig(max_new_tokens=NEW_TOKENS, overlap_encoder=overlap),
         )
         name = "overlapped (encoder thread + CUDA stream)" if overlap else "sequential"
-        _log(f"overlap: Pipeline.segment, {name}")
+        log(f"overlap: Pipeline.segment, {name}")
         timings = []
         for i in range(repeats + 1):  # the first call is a warm-up
             pipe.clear_cache()  # a new frame for the encoder every time
@@ -566,7 +339,7 @@ def overlap_section(b: Bench) -> dict:
     hidden = (sequential["total_ms"] - overlapped["total_ms"]) / sequential["encoder_ms"]
     overlapped["hidden_fraction"] = round(hidden, 3)
     if b.device.type == "cuda":
-        overlapped["cuda_max_alloc_mib"] = round(_peak_mib(b.device) or 0.0)
+        overlapped["cuda_max_alloc_mib"] = round(peak_mib(b.device) or 0.0)
     note = (
         "The project's code path: Pipeline.segment on a LensModel assembled from the in-memory Qwen2.5-VL, "
         f"SAM and a random ContextModule, {b.dtype}, {NEW_TOKENS} generated tokens (EOS disabled), embedding "
@@ -605,13 +378,13 @@ def onnx_section(b: Bench) -> dict:
     box = torch.tensor([BOX_XYXY], device=b.device)
     with torch.no_grad():
         emb = seg.encode(b.image).to(b.device, torch.float32)
-        _log("onnxruntime: exporting the mask decoder")
+        log("onnxruntime: exporting the mask decoder")
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as onnx_dir:
             ort_seg = OnnxSegmenter.from_segmenter(seg, onnx_dir, device=b.device, export_encoder=False)
             export_s = time.perf_counter() - start
-            torch_ms = _median_ms(lambda: seg.decode(emb, boxes=box), repeats, b.device)
-            ort_ms = _median_ms(lambda: ort_seg.decode(emb, boxes=box), repeats, b.device)
+            torch_ms = median_ms(lambda: seg.decode(emb, boxes=box), repeats, b.device)
+            ort_ms = median_ms(lambda: ort_seg.decode(emb, boxes=box), repeats, b.device)
     note = (
         f"onnxruntime {ort.__version__}, session providers {ort_seg.providers}; export (float32 CPU copy, "
         f"includes one CPU encoder pass for the trace) {export_s:.1f} s. Both rows are Segmenter.decode with a "
@@ -656,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     json_path = md_path = None
     for name, section in SECTIONS.items():
-        _log(f"== {name}")
+        log(f"== {name}")
         start = time.monotonic()
         try:
             results[name] = section(b)
@@ -665,21 +438,21 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             results[name] = {"error": f"{type(exc).__name__}: {str(exc)[:500]}"}
         results[name]["seconds"] = round(time.monotonic() - start, 1)
-        _log(f"   {results[name]['seconds']} s")
+        log(f"   {results[name]['seconds']} s")
         if section is overlap_section:
             b.release_mllm()  # the last section that needs the 3B model
         else:
-            _free(device)
+            free_memory(device)
         results["environment"]["note"] = f"total {time.monotonic() - t_start:.1f} s so far; {failed} section(s) failed"
         try:  # after every section: a run cut short still leaves its numbers
             json_path, md_path = write_results(results, mode, args.out)
         except Exception:  # noqa: BLE001
             traceback.print_exc()
     if md_path is None:
-        _log("no results file could be written")
+        log("no results file could be written")
         return 1
     print(md_path.read_text(), flush=True)
-    _log(f"results: {json_path} and {md_path}; total {time.monotonic() - t_start:.1f} s")
+    log(f"results: {json_path} and {md_path}; total {time.monotonic() - t_start:.1f} s")
     return 1 if failed else 0
 
 
