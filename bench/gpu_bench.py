@@ -142,11 +142,7 @@ def mllm_section(b: Bench) -> dict:
     def hf(n: int):
         model.model.rope_deltas = None  # as MLLM._generate_hf: no state from an earlier call
         out = model.generate(
-            input_ids=inputs.input_ids,
-            attention_mask=inputs.attention_mask,
-            pixel_values=inputs.pixel_values,
-            image_grid_thw=inputs.image_grid_thw,
-            mm_token_type_ids=inputs.mm_token_type_ids,
+            **inputs.hf_kwargs(),
             max_new_tokens=n,
             min_new_tokens=n,  # suppresses EOS: exactly n tokens
             do_sample=False,

@@ -68,11 +68,7 @@ def naive_segment(pipe: Pipeline, image: np.ndarray, instruction: str, max_new_t
     inputs = lens.prepare([image], [instruction]).mllm
     lens.mllm.model.model.rope_deltas = None
     out = lens.mllm.model.generate(
-        input_ids=inputs.input_ids,
-        attention_mask=inputs.attention_mask,
-        pixel_values=inputs.pixel_values,
-        image_grid_thw=inputs.image_grid_thw,
-        mm_token_type_ids=inputs.mm_token_type_ids,
+        **inputs.hf_kwargs(),
         max_new_tokens=max_new_tokens,
         do_sample=False,
         eos_token_id=lens.mllm.eos_ids,
@@ -102,22 +98,14 @@ def parts(pipe: Pipeline, frames: list[np.ndarray], repeats: int) -> list[dict]:
     def prefill():
         lens.mllm.model.model.rope_deltas = None
         lens.mllm.model(
-            input_ids=inputs.input_ids,
-            attention_mask=inputs.attention_mask,
-            pixel_values=inputs.pixel_values,
-            image_grid_thw=inputs.image_grid_thw,
-            mm_token_type_ids=inputs.mm_token_type_ids,
+            **inputs.hf_kwargs(),
             use_cache=True,
         )
 
     def generate_n():
         lens.mllm.model.model.rope_deltas = None
         lens.mllm.model.generate(
-            input_ids=inputs.input_ids,
-            attention_mask=inputs.attention_mask,
-            pixel_values=inputs.pixel_values,
-            image_grid_thw=inputs.image_grid_thw,
-            mm_token_type_ids=inputs.mm_token_type_ids,
+            **inputs.hf_kwargs(),
             max_new_tokens=n_tokens,
             min_new_tokens=n_tokens,
             do_sample=False,

@@ -113,6 +113,16 @@ class MLLMInputs:
             self.image_grid_thw.to(device),
         )
 
+    def hf_kwargs(self, pixel_dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """The tensors as keywords of transformers' Qwen2.5-VL ``forward`` / ``generate``."""
+        return {
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "pixel_values": self.pixel_values if pixel_dtype is None else self.pixel_values.to(pixel_dtype),
+            "image_grid_thw": self.image_grid_thw,
+            "mm_token_type_ids": self.mm_token_type_ids,
+        }
+
 
 @dataclass
 class Generation:
@@ -384,11 +394,7 @@ class MLLM(nn.Module):
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         out = self.model.generate(
-            input_ids=inputs.input_ids,
-            attention_mask=inputs.attention_mask,
-            pixel_values=inputs.pixel_values.to(self.dtype),
-            image_grid_thw=inputs.image_grid_thw,
-            mm_token_type_ids=inputs.mm_token_type_ids,
+            **inputs.hf_kwargs(self.dtype),
             max_new_tokens=settings.max_new_tokens,
             eos_token_id=self.eos_ids,
             pad_token_id=self.pad_id,

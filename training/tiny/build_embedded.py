@@ -137,15 +137,27 @@ def assemble_base(work: Path) -> Path:
     return save_bundle(work / "base", model, extra={"stage": "pretrained substitutes + fresh context module"})
 
 
+def _shared_stage_fields(cfg: BuildConfig, base: str | Path, out: str | Path) -> dict:
+    """What the embedded build's two stages share: model, data, precision, device, logging."""
+    return {
+        "out_dir": str(out),
+        "model": str(base),
+        "cot": True,
+        "data": f"synthetic:train:1000000:{SYNTHETIC_FRAME}",
+        "mixed_precision": "no",
+        "num_threads": cfg.threads,
+        "progress": False,
+        "device": cfg.device,
+        "num_workers": cfg.workers,
+    }
+
+
 def stage1_config(cfg: BuildConfig, base: str | Path, out: str | Path):
     """The embedded build's stage-1 configuration (also what bench/training_bench.py times)."""
     from training.config import Stage1Config
 
     return Stage1Config(
-        out_dir=str(out),
-        model=str(base),
-        cot=True,
-        data=f"synthetic:train:1000000:{SYNTHETIC_FRAME}",
+        **_shared_stage_fields(cfg, base, out),
         batch_size=cfg.stage1_batch,
         max_steps=cfg.stage1_steps,
         max_minutes=cfg.stage1_minutes,
@@ -153,14 +165,9 @@ def stage1_config(cfg: BuildConfig, base: str | Path, out: str | Path):
         warmup_steps=30,
         min_lr_ratio=0.1,
         weight_decay=0.0,
-        mixed_precision="no",
-        num_threads=cfg.threads,
         ckpt_every=50,
         log_every=10,
         tensorboard=True,
-        progress=False,
-        device=cfg.device,
-        num_workers=cfg.workers,
     )
 
 
@@ -169,11 +176,8 @@ def stage2_config(cfg: BuildConfig, base: str | Path, init_from: str | Path, out
     from training.config import Stage2Config
 
     return Stage2Config(
-        out_dir=str(out),
-        model=str(base),
+        **_shared_stage_fields(cfg, base, out),
         init_from=str(init_from),
-        cot=True,
-        data=f"synthetic:train:1000000:{SYNTHETIC_FRAME}",
         batch_size=2,
         max_steps=cfg.stage2_steps,
         max_minutes=cfg.stage2_minutes,
@@ -181,15 +185,9 @@ def stage2_config(cfg: BuildConfig, base: str | Path, init_from: str | Path, out
         group_size=4,
         max_new_tokens=72,
         beta=0.04,
-        mixed_precision="no",
-        num_threads=cfg.threads,
         ckpt_every=10,
         log_every=1,
-        progress=False,
-        device=cfg.device,
-        num_workers=cfg.workers,
-        # different data than stage 1 saw first
-        seed=1,
+        seed=1,  # different data than stage 1 saw first
     )
 
 

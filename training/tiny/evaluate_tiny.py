@@ -45,16 +45,16 @@ def evaluate_model(model, samples, max_new_tokens: int, with_box_baseline: bool,
         gen = model.mllm.generate(inputs.mllm, GenerationSettings.greedy(max_new_tokens))
         prompt_tokens = model.prompt_tokens(model.query_hidden_after_generation(gen, inputs.mllm))
         embeddings = model.encode_images(inputs)
-        boxes = []
-        for i, s in enumerate(chunk):
-            p = parse_answer(gen.texts[i])
-            boxes.append(None if p.box is None else scale_box(p.box, inputs.packed[i].resized_hw, s.image.shape[:2]))
+        answers = [parse_answer(text) for text in gen.texts]
+        boxes = [
+            None if p.box is None else scale_box(p.box, inputs.packed[i].resized_hw, s.image.shape[:2])
+            for i, (p, s) in enumerate(zip(answers, chunk, strict=True))
+        ]
         # "context": the model as the Pipeline runs it (a box_prompt model also gets its box)
         _, masks, _ = model.decode_masks(embeddings, prompt_tokens, boxes if model.config.box_prompt else None)
         for i, s in enumerate(chunk):
             groups = ["all", f"kind={s.meta['kind']}"]
-            p = parse_answer(gen.texts[i])
-            box = boxes[i]
+            p, box = answers[i], boxes[i]
             for g in groups:
                 meters["context"][g].update((masks[i][0] > 0).cpu().numpy(), s.mask)
                 parsed[g].append(p.ok)
