@@ -65,7 +65,8 @@ def naive_segment(pipe: Pipeline, image: np.ndarray, instruction: str, max_new_t
     from segment_anything import SamPredictor
 
     lens = pipe.model
-    inputs = lens.prepare([image], [instruction]).mllm
+    prepared = lens.prepare([image], [instruction], segmenter_inputs=False)  # SamPredictor resizes itself
+    inputs = prepared.mllm
     lens.mllm.model.model.rope_deltas = None
     out = lens.mllm.model.generate(
         **inputs.hf_kwargs(),
@@ -84,7 +85,7 @@ def naive_segment(pipe: Pipeline, image: np.ndarray, instruction: str, max_new_t
     if parsed.box is not None:
         from lens_ros.model.vision_input import scale_box
 
-        box = np.array(scale_box(parsed.box, lens.prepare([image], [instruction]).packed[0].resized_hw, (h, w)))
+        box = np.array(scale_box(parsed.box, prepared.packed[0].resized_hw, (h, w)))
     masks, _, _ = predictor.predict(box=box, multimask_output=False)
     return masks
 

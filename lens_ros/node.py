@@ -130,6 +130,10 @@ class LensBehaviour:
         self.get_logger().info(
             f"loading model {cfg.model!r}{where} on {self.device} ({self.dtype}, segmenter {cfg.segmenter_backend})"
         )
+        if cfg.cpu_threads > 0:
+            import torch
+
+            torch.set_num_threads(cfg.cpu_threads)
         start = time.monotonic()
         pipeline = Pipeline.from_pretrained(
             cfg.model,

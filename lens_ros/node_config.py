@@ -34,6 +34,13 @@ class NodeConfig:
     device: str = _param("auto", "Torch device: auto (cuda if available), cpu, cuda, cuda:N")
     dtype: str = _param("auto", "Weights dtype", choices=("auto", "float32", "bfloat16", "float16"))
     segmenter_backend: str = _param("torch", "Segmenter runtime", choices=("torch", "onnx"))
+    cpu_threads: int = _param(
+        0,
+        "Torch intra-op threads for CPU inference (0: torch's default, one per core). On a CPU shared with "
+        "the camera driver and other nodes, fewer threads than cores avoids waiting on descheduled ones",
+        low=0,
+        high=256,
+    )
     # Decisions
     mask_threshold: float = _param(
         0.0, "Mask logit threshold (0: the segmenter's own decision)", runtime=True, low=-100.0, high=100.0

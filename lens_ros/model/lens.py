@@ -78,12 +78,13 @@ def build_segmenter(kind: str, config: dict) -> Segmenter:
 class LensInputs:
     """A training/inference batch: MLLM sequences + segmenter images.
 
-    seg_images: (B, 3, S, S) segmenter input; original_sizes / seg_input_sizes: per row (H, W);
+    seg_images: (B, 3, S, S) segmenter input (None when prepared without, for a caller that
+    encodes frames itself); original_sizes / seg_input_sizes: per row (H, W);
     packed: the MLLM's packed images (their ``resized_hw`` is the MLLM box frame).
     """
 
     mllm: MLLMInputs
-    seg_images: torch.Tensor
+    seg_images: torch.Tensor | None
     original_sizes: list[tuple[int, int]]
     seg_input_sizes: list[tuple[int, int]]
     packed: list[PackedImage]
@@ -151,17 +152,20 @@ class LensModel(nn.Module):
         expressions: list[str],
         completions: list[str] | list[list[int]] | None = None,
         cot: bool | None = None,
+        segmenter_inputs: bool = True,
     ) -> LensInputs:
         """Pack images, render prompts and tokenize: -> LensInputs, the MLLM's tensors on its
-        device (the segmenter images stay on the CPU; ``encode_images`` moves them)."""
+        device (the segmenter images stay on the CPU; ``encode_images`` moves them).
+        ``segmenter_inputs=False`` skips the segmenter's resize (Pipeline encodes, and caches,
+        each frame itself)."""
         packed = [self.mllm.pack(im) for im in images]
         prompt_ids = [self.mllm.prompt_ids(e, p, cot) for e, p in zip(expressions, packed, strict=True)]
         comp = None if completions is None else [self.completion_ids(c) for c in completions]
         mllm_inputs = self.mllm.collate(prompt_ids, packed, comp).to(self.mllm.device)
-        seg = [self.segmenter.preprocess(im) for im in images]
+        seg = [self.segmenter.preprocess(im) for im in images] if segmenter_inputs else []
         return LensInputs(
             mllm=mllm_inputs,
-            seg_images=torch.stack([s[0] for s in seg]),
+            seg_images=torch.stack([s[0] for s in seg]) if seg else None,
             original_sizes=[tuple(im.shape[:2]) for im in images],
             seg_input_sizes=[s[1] for s in seg],
             packed=packed,
@@ -193,6 +197,8 @@ class LensModel(nn.Module):
 
     def encode_images(self, inputs: LensInputs) -> list[ImageEmbedding]:
         """Segmenter image embeddings; without gradients when the encoder is frozen."""
+        if inputs.seg_images is None:
+            raise ValueError("these inputs were prepared with segmenter_inputs=False")
         enc = self.segmenter_encoder_params()
         images = inputs.seg_images.to(device=enc[0].device)
         with torch.set_grad_enabled(torch.is_grad_enabled() and any(p.requires_grad for p in enc)):

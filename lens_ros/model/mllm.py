@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from lens_ros.model import prompts, vision_input
+from lens_ros.model.fast_decode import LeanDecoder
 from lens_ros.model.types import ModelFileError
 
 
@@ -331,14 +332,17 @@ class MLLM(nn.Module):
     def generate(self, inputs: MLLMInputs, settings: GenerationSettings, engine: str = "loop") -> Generation:
         """Greedy or sampled completions for a left-padded prompt batch, keeping the KV cache.
 
-        engine "loop": our own decoding loop on the decoder layers with explicit 3D
-        positions (a few ms per token less overhead than transformers' ``generate``, which
-        matters for the CPU model); "hf": transformers' ``generate`` (same results for greedy).
+        engine "loop": our own decoding loop with explicit 3D positions, each step by
+        ``fast_decode.LeanDecoder`` where it applies (the same arithmetic without
+        transformers' per-layer machinery: most of a step's time for the CPU model), else by
+        the transformers text model; "loop-hf": the same loop always through the
+        transformers text model; "hf": transformers' ``generate``. Greedy results agree.
         """
         if engine == "hf":
             return self._generate_hf(inputs, settings)
-        if engine != "loop":
-            raise ValueError(f"engine must be 'loop' or 'hf', got {engine!r}")
+        if engine not in ("loop", "loop-hf"):
+            raise ValueError(f"engine must be 'loop', 'loop-hf' or 'hf', got {engine!r}")
+        lean = self.lean_decoder() if engine == "loop" else None
         embeds = self.embed(inputs)
         mask = inputs.attention_mask
         pos = self.position_ids(inputs.input_ids, inputs.mm_token_type_ids, inputs.image_grid_thw, mask)
@@ -351,6 +355,7 @@ class MLLM(nn.Module):
         tokens: list[torch.Tensor] = []
         embed_layer = self.model.model.get_input_embeddings()
         prepared_mask = self.decode_step_mask(mask)
+        key_mask = None if bool(mask.all()) else mask.bool()
         for step in range(settings.max_new_tokens):
             logits = self.model.lm_head(hidden[:, -1]).float()
             token = sample_next_token(logits, settings)
@@ -359,6 +364,12 @@ class MLLM(nn.Module):
             finished |= torch.isin(token, eos)
             if bool(finished.all()) or step == settings.max_new_tokens - 1:
                 break  # the last token is not fed: the cache covers all but the last column
+            if lean is not None:
+                if key_mask is not None:
+                    key_mask = torch.cat([key_mask, key_mask.new_ones((batch, 1))], 1)
+                hidden = lean.step(embed_layer(token[:, None]), next_pos[0], cache, key_mask)
+                next_pos = next_pos + 1
+                continue
             if prepared_mask is None:
                 mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=mask.device)], 1)
             hidden, cache = self.run_language_model(
@@ -371,6 +382,17 @@ class MLLM(nn.Module):
             next_pos = next_pos + 1
         generated = torch.stack(tokens, 1) if tokens else inputs.input_ids[:, :0]
         return self._finish(torch.cat([inputs.input_ids, generated], 1), inputs, cache)
+
+    def lean_decoder(self) -> LeanDecoder | None:
+        """The lean decode step for this text model, or None where it does not apply."""
+        text_model = self.model.model.language_model
+        if LeanDecoder.unsupported(text_model):  # checked per call: modules can be swapped (LoRA, tests)
+            return None
+        key = (id(text_model), *map(id, text_model.layers))
+        cached = self.__dict__.get("_lean_cache")  # in __dict__: not a registered submodule
+        if cached is None or cached[0] != key or cached[1].text_model is not text_model:
+            self.__dict__["_lean_cache"] = cached = (key, LeanDecoder(text_model))
+        return cached[1]
 
     def decode_step_mask(self, attention_mask: torch.Tensor) -> dict | None:
         """The mask mapping of a one-token decode step when no prompt row is padded, else None.

@@ -240,7 +240,7 @@ class Pipeline:
     def _segment(self, image, expression, timings: Timings, t_start: float):
         model = self.model
         t0 = time.perf_counter()
-        inputs = model.prepare([image], [expression], cot=self.config.cot)
+        inputs = model.prepare([image], [expression], cot=self.config.cot, segmenter_inputs=False)
         timings.preprocess_ms = (time.perf_counter() - t0) * 1000
 
         encoded: dict[str, object] = {}

@@ -191,11 +191,19 @@ def test_diagnostics_report_rates_and_drops(running, probe):
 
 def test_ground_truth_topic_describes_the_frame(running, probe):
     truth = probe.subscribe(String, "/sim_camera/ground_truth")
-    probe.spin_until(lambda: truth, 10, "ground truth")
+    images = probe.subscribe(Image, "/camera/image_raw", qos_profile_sensor_data)
+    probe.spin_until(lambda: len(truth) >= 3 and len(images) >= 3, 10, "ground truth and images")
     data = json.loads(truth[-1][1].data)
     frame = ground_truth_frame()
     assert [o["name"] for o in data["objects"]] == [o.name for o in frame.objects]
     assert np.allclose(data["objects"][0]["center"], frame.objects[0].center, atol=1e-6)
+    # a frozen scene is rendered once and re-published: same pixels, a new stamp each frame,
+    # and the ground truth carries the stamp of its own frame
+    stamps = [stamp_of(m) for _, m in images[-3:]]
+    assert len(set(stamps)) == 3, stamps
+    assert all(np.array_equal(image_to_numpy(m), frame.image) for _, m in images[-3:])
+    truth_stamps = {(d["stamp"]["sec"], d["stamp"]["nanosec"]) for d in (json.loads(m.data) for _, m in truth)}
+    assert set(stamps) & truth_stamps, "ground truth stamps should match published frames"
 
 
 def test_reason_interval_re_reasons_while_tracking(running, probe):

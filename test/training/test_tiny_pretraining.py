@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -125,3 +129,26 @@ def test_time_budget_schedule_warms_up_then_decays():
     s2 = TimeBudgetSchedule(opt, 100.0, 2)
     s2.load_state_dict(state)
     assert s2.done and np.isclose(s2.elapsed, 100.0)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGCONT"), reason="no SIGCONT on this platform")
+def test_time_spent_stopped_is_not_counted():
+    """kill -STOP / kill -CONT of a long run must not advance its cosine curve."""
+    from training.tiny.common import TimeBudgetSchedule
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    s = TimeBudgetSchedule(opt, budget_s=100.0, warmup_steps=0)
+    previous = signal.getsignal(signal.SIGCONT)
+    try:
+        s.exclude_stopped_time()
+        s._t0 -= 50.0  # as if the process had been stopped for 50 s in the middle of a step
+        os.kill(os.getpid(), signal.SIGCONT)  # what the shell sends on resume
+        time.sleep(0.01)  # the handler runs in the main thread at the next bytecode
+        s.tick()
+        assert s.elapsed < 1.0
+        s._t0 -= 50.0  # the same without the handler: counted
+        signal.signal(signal.SIGCONT, previous)
+        s.tick()
+        assert s.elapsed >= 50.0
+    finally:
+        signal.signal(signal.SIGCONT, previous)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +73,17 @@ class TimeBudgetSchedule:
     def pause(self) -> None:
         """Exclude the time of evaluation / checkpointing from the budget clock."""
         self._t0 = time.monotonic()
+
+    def exclude_stopped_time(self) -> None:
+        """Do not count time the process spent stopped (``kill -STOP``, then ``kill -CONT``).
+
+        Lets a long run on a shared machine be frozen while something else needs the CPU
+        (a benchmark) without the cosine curve jumping ahead: on SIGCONT the clock restarts
+        from now, so at most the step in progress before the stop is counted. Main thread only
+        (where Python delivers signals); elsewhere a no-op.
+        """
+        if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGCONT"):
+            signal.signal(signal.SIGCONT, lambda *_: self.pause())
 
     @property
     def done(self) -> bool:

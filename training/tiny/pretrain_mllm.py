@@ -242,6 +242,7 @@ def main(argv: list[str] | None = None) -> None:
         betas=(0.9, 0.98),
     )
     sched = TimeBudgetSchedule(opt, cfg.minutes * 60, cfg.warmup_steps)
+    sched.exclude_stopped_time()
     seeds = SeedStream(cfg.batch_size, offset=cfg.seed * 1_000_000_000)
     ckpt_dir = out / "checkpoints"
     step = resume_if_possible(ckpt_dir, trained, opt, sched, seeds, cfg.minutes * 60, log)

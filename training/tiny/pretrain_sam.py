@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     seg = SamSegmenter(TINY_SAM).train()
     opt = torch.optim.AdamW(seg.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     sched = TimeBudgetSchedule(opt, cfg.minutes * 60, cfg.warmup_steps)
+    sched.exclude_stopped_time()
     seeds = SeedStream(cfg.images_per_step, offset=cfg.seed * 1_000_000_000)
     ckpt_dir = out / "checkpoints"
     step = resume_if_possible(ckpt_dir, seg, opt, sched, seeds, cfg.minutes * 60, log)

@@ -1,0 +1,190 @@
+"""A lean one-token decode step for the Qwen2.5-VL text model.
+
+transformers' text model runs each decode step through its general machinery (keyword
+plumbing and deprecation wrappers on every layer, output-recording hooks, the attention
+dispatch table, mask construction). For the embedded model on a CPU that machinery costs
+more than the arithmetic: a decode step of lens-tiny took 4.5 ms of which ~2.5 ms was
+Python around ~0.5 ms of matrix products (bench/results/cpu2-2026-11-26-profile.md).
+
+``LeanDecoder.step`` does the same arithmetic with the same modules' weights and the same
+KV cache object (``cache.update``), so the cache that generation leaves behind is the one
+the context pass continues: per layer RMSNorm -> q/k/v projections -> rotary embedding ->
+append to the cache -> SDPA over the cache (keys masked where the prompt was padded) ->
+output projection -> residual -> RMSNorm -> SwiGLU MLP -> residual; then the final norm.
+Text tokens have equal positions on the three rotary axes, so the step needs only one
+position per row; the rotary tables come from the model's own ``rotary_emb``.
+
+Fewer, larger operations: q/k/v are one matrix product and gate/up another, on weights
+concatenated once and rebuilt when a weight changes (its storage or its in-place version
+counter, e.g. after an optimizer step); q and k are rotated together; float32 RMSNorm is
+``F.rms_norm``. The concatenated copies cost memory, so they are made only while a
+model's copies stay under ``fuse_max_bytes`` (the embedded model: ~7 MB; not the 3B one).
+
+``LeanDecoder.unsupported`` names the first thing it does not handle (sliding-window
+layers, another attention or MLP layout); ``MLLM.generate`` then keeps the transformers
+step. Equality with the transformers step is tested on random tiny models
+(test/model/test_fast_decode.py); the speed-up is measured by ``bench/run.py``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_LINEARS = (("self_attn", ("q_proj", "k_proj", "v_proj", "o_proj")), ("mlp", ("gate_proj", "up_proj", "down_proj")))
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class _Fused:
+    """Concatenated q/k/v and gate/up weights of one layer, rebuilt when a source changes."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        attn, mlp = layer.self_attn, layer.mlp
+        self.qkv_sources = [attn.q_proj, attn.k_proj, attn.v_proj]
+        self.gu_sources = [mlp.gate_proj, mlp.up_proj]
+        self._key: tuple = ()
+        self.qkv_w = self.qkv_b = self.gu_w = self.gu_b = None
+
+    def _params(self) -> list[torch.Tensor]:
+        out = []
+        for lin in (*self.qkv_sources, *self.gu_sources):
+            out += [lin.weight] + ([lin.bias] if lin.bias is not None else [])
+        return out
+
+    def refresh(self) -> None:
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self._params())
+        if key == self._key:
+            return
+        q, k, v = self.qkv_sources
+        gate, up = self.gu_sources
+        with torch.no_grad():
+            self.qkv_w = torch.cat([q.weight, k.weight, v.weight])
+            biases = [lin.bias for lin in self.qkv_sources]
+            self.qkv_b = None if any(b is None for b in biases) else torch.cat(biases)
+            self.gu_w = torch.cat([gate.weight, up.weight])
+            self.gu_b = None if gate.bias is None or up.bias is None else torch.cat([gate.bias, up.bias])
+        if (self.qkv_b is None) != all(b is None for b in (q.bias, k.bias, v.bias)) or (self.gu_b is None) != (
+            gate.bias is None and up.bias is None
+        ):
+            raise ValueError("mixed biases in q/k/v or gate/up")
+        self._key = key
+
+
+class LeanDecoder:
+    """One-token decode steps on a transformers Qwen2/Qwen2.5-VL text model (inference only)."""
+
+    def __init__(self, text_model: nn.Module, fuse_max_bytes: int = 256 << 20) -> None:
+        reason = self.unsupported(text_model)
+        if reason:
+            raise ValueError(f"lean decode step not applicable: {reason}")
+        self.text_model = text_model
+        self.layers = list(text_model.layers)
+        attn = self.layers[0].self_attn
+        self.head_dim = int(attn.head_dim)
+        self.scaling = float(attn.scaling)
+        cfg = text_model.config
+        self.num_heads = int(cfg.num_attention_heads)
+        self.num_kv_heads = int(cfg.num_key_value_heads)
+        fused_bytes = sum(
+            lin.weight.numel() * lin.weight.element_size()
+            for layer in self.layers
+            for lin in (
+                layer.self_attn.q_proj,
+                layer.self_attn.k_proj,
+                layer.self_attn.v_proj,
+                layer.mlp.gate_proj,
+                layer.mlp.up_proj,
+            )
+        )
+        self.fused = [_Fused(layer) for layer in self.layers] if fused_bytes <= fuse_max_bytes else None
+
+    @staticmethod
+    def unsupported(text_model: nn.Module) -> str:
+        """'' when ``step`` reproduces this text model's decode step, else the reason it does not."""
+        cfg = getattr(text_model, "config", None)
+        layers = getattr(text_model, "layers", None)
+        if cfg is None or layers is None or not hasattr(text_model, "rotary_emb") or not hasattr(text_model, "norm"):
+            return "not a transformers decoder-only text model (config, layers, rotary_emb, norm)"
+        types = set(getattr(cfg, "layer_types", None) or ["full_attention"])
+        if types != {"full_attention"} or getattr(cfg, "use_sliding_window", False):
+            return f"layer types {sorted(types)} (only full attention)"
+        if getattr(cfg, "hidden_act", "silu") != "silu":
+            return f"hidden_act {cfg.hidden_act!r} (only silu)"
+        if getattr(cfg, "_attn_implementation", "sdpa") not in ("sdpa", "eager", None):
+            return f"attention implementation {cfg._attn_implementation!r}"
+        for i, layer in enumerate(layers):
+            for part, names in _LINEARS:
+                module = getattr(layer, part, None)
+                for name in names:
+                    if not isinstance(getattr(module, name, None), nn.Linear):
+                        return f"layer {i} has no linear {part}.{name}"
+            for norm in ("input_layernorm", "post_attention_layernorm"):
+                if not hasattr(getattr(layer, norm, None), "variance_epsilon"):
+                    return f"layer {i}.{norm} is not an RMSNorm"
+        return ""
+
+    def rotary(self, hidden: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 1, 1, D) cos and sin for text positions (B, 1)."""
+        cos, sin = self.text_model.rotary_emb(hidden, positions[None].expand(3, -1, -1))
+        return cos.unsqueeze(1), sin.unsqueeze(1)
+
+    @staticmethod
+    def _norm(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32 and module.weight.dtype == torch.float32:
+            return F.rms_norm(x, module.weight.shape, module.weight, module.variance_epsilon)
+        return module(x)
+
+    @torch.no_grad()
+    def step(
+        self,
+        embeds: torch.Tensor,
+        positions: torch.Tensor,
+        cache,
+        key_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One decode step -> (B, 1, C) normed last hidden state; appends to ``cache``.
+
+        embeds: (B, 1, C) input embeddings of the new tokens. positions: (B, 1) their rotary
+        position (text: the same on all three axes). key_mask: None when every cached
+        position and the new one are real tokens, else (B, L + 1) bool, True where a key may
+        be attended (the prompt's attention mask followed by ones).
+        """
+        b = embeds.shape[0]
+        hd, nq, nkv = self.head_dim, self.num_heads, self.num_kv_heads
+        cos, sin = self.rotary(embeds, positions)
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        gqa = nq != nkv
+        x = embeds
+        for idx, layer in enumerate(self.layers):
+            attn, mlp = layer.self_attn, layer.mlp
+            h = self._norm(layer.input_layernorm, x)
+            if self.fused is not None:
+                fused = self.fused[idx]
+                fused.refresh()
+                # (B, 1, heads * hd) -> (B, heads, 1, hd): one token, so the transpose is a view
+                qkv = F.linear(h, fused.qkv_w, fused.qkv_b).view(b, nq + 2 * nkv, 1, hd)
+                qk = qkv[:, : nq + nkv]
+                qk = qk * cos + _rotate_half(qk) * sin
+                q, k, v = qk[:, :nq], qk[:, nq:], qkv[:, nq + nkv :]
+            else:
+                q = F.linear(h, attn.q_proj.weight, attn.q_proj.bias).view(b, nq, 1, hd)
+                k = F.linear(h, attn.k_proj.weight, attn.k_proj.bias).view(b, nkv, 1, hd)
+                v = F.linear(h, attn.v_proj.weight, attn.v_proj.bias).view(b, nkv, 1, hd)
+                q = q * cos + _rotate_half(q) * sin
+                k = k * cos + _rotate_half(k) * sin
+            keys, values = cache.update(k, v, idx)
+            o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scaling, enable_gqa=gqa)
+            x = x + F.linear(o.view(b, 1, nq * hd), attn.o_proj.weight, attn.o_proj.bias)
+            h = self._norm(layer.post_attention_layernorm, x)
+            if self.fused is not None:
+                gate, up = F.linear(h, fused.gu_w, fused.gu_b).chunk(2, dim=-1)
+            else:
+                gate = F.linear(h, mlp.gate_proj.weight, mlp.gate_proj.bias)
+                up = F.linear(h, mlp.up_proj.weight, mlp.up_proj.bias)
+            x = x + F.linear(F.silu(gate) * up, mlp.down_proj.weight, mlp.down_proj.bias)
+        return self._norm(self.text_model.norm, x)
