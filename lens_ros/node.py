@@ -77,7 +77,6 @@ class LensBehaviour:
 
     def _create_interfaces(self) -> None:
         cfg = self.config
-        inputs = MutuallyExclusiveCallbackGroup()
         sensor_qos = QoSProfile(depth=cfg.image_queue_size, reliability=qos_profile_sensor_data.reliability)
         subscriptions = [(String, messages.INSTRUCTION_TOPIC, self._on_instruction, messages.latched_qos())]
         if cfg.use_compressed:
@@ -87,8 +86,12 @@ class LensBehaviour:
         if cfg.use_depth:
             subscriptions.append((Image, "depth", self._on_depth, sensor_qos))
             subscriptions.append((CameraInfo, "camera_info", self._on_camera_info, sensor_qos))
+        # One group per subscription: in one shared group a callback that is ready while another
+        # runs is skipped until the executor next wakes (the next message), so the depth of the
+        # frame an instruction arrived with was taken a camera period late and missed its match.
         for msg_type, topic, callback, qos in subscriptions:
-            self._io.append(self.create_subscription(msg_type, topic, callback, qos, callback_group=inputs))
+            group = MutuallyExclusiveCallbackGroup()
+            self._io.append(self.create_subscription(msg_type, topic, callback, qos, callback_group=group))
 
         self.pub_segmentation = self.create_publisher(Segmentation, "~/segmentation", OUTPUT_QOS)
         self.pub_mask = self.create_publisher(Image, "~/mask", OUTPUT_QOS)
@@ -296,16 +299,24 @@ class LensBehaviour:
         if h * w > self.config.max_image_pixels:
             raise BadInputError(f"image of {w}x{h} px exceeds max_image_pixels {self.config.max_image_pixels}")
         decoded = DecodedFrame(msg.header, rgb)
-        if self.config.use_depth and self._depth.active():
+        if self.config.use_depth and self._depth_expected():
             self._attach_depth(decoded)
         return decoded
+
+    def _depth_expected(self) -> bool:
+        """Depth is flowing, or about to: a publisher is there but nothing has arrived yet (the
+        first frames after start-up, which a latched instruction is answered on)."""
+        if self._depth.active():
+            return True
+        return self._depth.latest() is None and self.count_publishers(self.resolve_topic_name("depth")) > 0
 
     def _attach_depth(self, decoded: DecodedFrame) -> None:
         """Find the depth and camera_info of the same time; 3D outputs are skipped (and counted) without."""
         cfg = self.config
         stamp = stamp_to_s(decoded.header.stamp)
         depth_msg = self._depth.wait_nearest(stamp, cfg.sync_slop_s, cfg.sync_wait_s)
-        info = self._info.nearest(stamp, cfg.sync_slop_s) or self._info.latest()
+        # the camera_info of that time (waited for like the depth), else the newest: it rarely changes
+        info = self._info.wait_nearest(stamp, cfg.sync_slop_s, cfg.sync_wait_s) or self._info.latest()
         if depth_msg is None or info is None:
             self.stats.event("depth_unmatched")
             return

@@ -36,8 +36,8 @@ class NodeConfig:
     segmenter_backend: str = _param("torch", "Segmenter runtime", choices=("torch", "onnx"))
     cpu_threads: int = _param(
         0,
-        "Torch intra-op threads for CPU inference (0: torch's default, one per core). On a CPU shared with "
-        "the camera driver and other nodes, fewer threads than cores avoids waiting on descheduled ones",
+        "Torch intra-op threads for CPU inference (0: torch's default, one per core); fewer leaves cores "
+        "to other processes",
         low=0,
         high=256,
     )
