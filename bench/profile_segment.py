@@ -12,7 +12,8 @@ before every call, so each call runs the image encoder like a new frame does.
    measured by wrapping the pieces ``MLLM.generate`` calls (this script only).
 2. The top costs by self CPU time under ``torch.profiler`` over ``repeats`` calls: aten
    operators, and the wrapped regions, whose self time is the Python outside any operator
-   (for "MLLM decode step (decoder layers)": transformers' per-layer Python).
+   (for "MLLM decode step (decoder layers)": the lean step's Python, or transformers'
+   per-layer Python where the lean step does not apply).
 
 Prints both tables and writes them with ``bench.results_io`` to
 bench/results/<machine>-<date>-profile.{md,json}.
@@ -111,6 +112,9 @@ def instrument(pipe: Pipeline) -> Regions:
 
     mllm.generate = generating
     regions.wrap(mllm, "generate", GENERATE)
+    lean = mllm.lean_decoder()  # decode steps go through it where it applies
+    if lean is not None:
+        regions.wrap(lean, "step", DECODE)
     return regions
 
 

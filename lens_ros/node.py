@@ -133,6 +133,8 @@ class LensBehaviour:
         self.get_logger().info(
             f"loading model {cfg.model!r}{where} on {self.device} ({self.dtype}, segmenter {cfg.segmenter_backend})"
         )
+        if cfg.switch_interval_s > 0:
+            sys.setswitchinterval(cfg.switch_interval_s)
         if cfg.cpu_threads > 0:
             import torch
 
