@@ -29,7 +29,6 @@ def measure_ros(
     track_seconds: float,
     size: tuple[int, int],
     camera_speed: float = 0.0,
-    node_params: dict | None = None,
 ) -> dict:
     """camera_speed 0 freezes the simulated scene: the camera then only publishes (as a
     driver does); a live scene costs its rendering, ~70 % of one core at 640x480 30 Hz."""
@@ -46,8 +45,6 @@ def measure_ros(
     for spec in specs:
         if spec.name != LENS_NODE:
             spec.parameters.update(width=size[0], height=size[1], speed=float(camera_speed))
-        else:
-            spec.parameters.update(node_params or {})
     group = ProcessGroup()
     group.start(specs)
     context = rclpy.Context()

@@ -83,6 +83,7 @@ class LensBehaviour:
             subscriptions.append((CompressedImage, "image/compressed", self._on_image, sensor_qos))
         else:
             subscriptions.append((Image, "image", self._on_image, sensor_qos))
+        self._depth_topic = self.resolve_topic_name("depth")  # after remapping
         if cfg.use_depth:
             subscriptions.append((Image, "depth", self._on_depth, sensor_qos))
             subscriptions.append((CameraInfo, "camera_info", self._on_camera_info, sensor_qos))
@@ -310,7 +311,7 @@ class LensBehaviour:
         first frames after start-up, which a latched instruction is answered on)."""
         if self._depth.active():
             return True
-        return self._depth.latest() is None and self.count_publishers(self.resolve_topic_name("depth")) > 0
+        return self._depth.latest() is None and self.count_publishers(self._depth_topic) > 0
 
     def _attach_depth(self, decoded: DecodedFrame) -> None:
         """Find the depth and camera_info of the same time; 3D outputs are skipped (and counted) without."""

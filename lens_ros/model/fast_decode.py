@@ -62,16 +62,11 @@ class _Fused:
             return
         q, k, v = self.qkv_sources
         gate, up = self.gu_sources
-        with torch.no_grad():
+        with torch.no_grad():  # biases are all present or all absent (``LeanDecoder.unsupported``)
             self.qkv_w = torch.cat([q.weight, k.weight, v.weight])
-            biases = [lin.bias for lin in self.qkv_sources]
-            self.qkv_b = None if any(b is None for b in biases) else torch.cat(biases)
+            self.qkv_b = None if q.bias is None else torch.cat([q.bias, k.bias, v.bias])
             self.gu_w = torch.cat([gate.weight, up.weight])
-            self.gu_b = None if gate.bias is None or up.bias is None else torch.cat([gate.bias, up.bias])
-        if (self.qkv_b is None) != all(b is None for b in (q.bias, k.bias, v.bias)) or (self.gu_b is None) != (
-            gate.bias is None and up.bias is None
-        ):
-            raise ValueError("mixed biases in q/k/v or gate/up")
+            self.gu_b = None if gate.bias is None else torch.cat([gate.bias, up.bias])
         self._key = key
 
 
@@ -123,6 +118,10 @@ class LeanDecoder:
                 for name in names:
                     if not isinstance(getattr(module, name, None), nn.Linear):
                         return f"layer {i} has no linear {part}.{name}"
+            attn, mlp = layer.self_attn, layer.mlp
+            for group in ((attn.q_proj, attn.k_proj, attn.v_proj), (mlp.gate_proj, mlp.up_proj)):
+                if len({lin.bias is None for lin in group}) > 1:
+                    return f"layer {i} mixes linears with and without bias"
             for norm in ("input_layernorm", "post_attention_layernorm"):
                 if not hasattr(getattr(layer, norm, None), "variance_epsilon"):
                     return f"layer {i}.{norm} is not an RMSNorm"
