@@ -48,7 +48,7 @@ from lens_ros.srv import Segment
 
 OUTPUT_QOS = 10
 # NodeConfig fields that are lens_ros.model.pipeline.PipelineConfig fields of the same name.
-PIPELINE_OPTIONS = frozenset({"mask_threshold", "use_box_prompt", "track_with_previous_box"})
+PIPELINE_OPTIONS = frozenset({"mask_threshold", "use_box_prompt", "track_with_previous_box", "draft_tokens"})
 
 
 class LensBehaviour:
@@ -437,6 +437,9 @@ class LensBehaviour:
             dropped_superseded_total=self._slot.dropped,
             instruction=self._instruction.text if self._instruction else "",
         )
+        drafts = getattr(getattr(getattr(self.pipeline, "model", None), "mllm", None), "draft_stats", None)
+        if drafts is not None:  # speculative decoding: generated tokens per decoder step (1: none accepted)
+            values.update(decode_tokens_per_step=round(drafts.tokens_per_step, 2), draft_generations=drafts.generations)
         if self.pipeline is None:
             level, message = DiagnosticStatus.WARN, "model not loaded"
         elif values["last_error"] and time.monotonic() - self.stats.last_error_time < 10.0:

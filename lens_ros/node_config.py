@@ -49,6 +49,14 @@ class NodeConfig:
         low=0,
         high=256,
     )
+    draft_tokens: int = _param(
+        6,
+        "Speculative decoding: tokens drafted per decoder step from n-grams of the prompt and of earlier answers, "
+        "checked in one step (the greedy answer is unchanged; 0: one token per step)",
+        runtime=True,
+        low=0,
+        high=64,
+    )
     # Decisions
     mask_threshold: float = _param(
         0.0, "Mask logit threshold (0: the segmenter's own decision)", runtime=True, low=-100.0, high=100.0

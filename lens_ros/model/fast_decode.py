@@ -1,4 +1,4 @@
-"""A lean one-token decode step for the Qwen2.5-VL text model.
+"""A lean decode step for the Qwen2.5-VL text model (one or a few new tokens).
 
 transformers' text model runs each decode step through its general machinery (keyword
 plumbing and deprecation wrappers on every layer, output-recording hooks, the attention
@@ -12,7 +12,9 @@ the context pass continues: per layer RMSNorm -> q/k/v projections -> rotary emb
 append to the cache -> SDPA over the cache (keys masked where the prompt was padded) ->
 output projection -> residual -> RMSNorm -> SwiGLU MLP -> residual; then the final norm.
 Text tokens have equal positions on the three rotary axes, so the step needs only one
-position per row; the rotary tables come from the model's own ``rotary_emb``.
+position per token; the rotary tables come from the model's own ``rotary_emb``. Several
+new tokens (drafted tokens being checked, ``speculative``; the context queries after
+generation) attend causally to each other in the same step.
 
 Fewer, larger operations: q/k/v are one matrix product and gate/up another, on weights
 concatenated once and rebuilt when a weight changes (its storage or its in-place version
@@ -71,7 +73,7 @@ class _Fused:
 
 
 class LeanDecoder:
-    """One-token decode steps on a transformers Qwen2/Qwen2.5-VL text model (inference only)."""
+    """Decode steps (one or a few new tokens) on a transformers Qwen2/Qwen2.5-VL text model (inference only)."""
 
     def __init__(self, text_model: nn.Module, fuse_max_bytes: int = 256 << 20) -> None:
         reason = self.unsupported(text_model)
@@ -128,7 +130,7 @@ class LeanDecoder:
         return ""
 
     def rotary(self, hidden: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 1, 1, D) cos and sin for text positions (B, 1)."""
+        """(B, 1, T, D) cos and sin for text positions (B, T)."""
         cos, sin = self.text_model.rotary_emb(hidden, positions[None].expand(3, -1, -1))
         return cos.unsqueeze(1), sin.unsqueeze(1)
 
@@ -138,6 +140,17 @@ class LeanDecoder:
             return F.rms_norm(x, module.weight.shape, module.weight, module.variance_epsilon)
         return module(x)
 
+    @staticmethod
+    def _attention_mask(key_mask: torch.Tensor | None, cached: int, t: int, device) -> torch.Tensor | None:
+        """(B|1, 1, T, L + T) bool (True: may attend) for T new tokens after ``cached`` ones."""
+        if t == 1:
+            return None if key_mask is None else key_mask[:, None, None, :]
+        key_pos = torch.arange(cached + t, device=device)
+        causal = key_pos[None, :] <= (cached + torch.arange(t, device=device))[:, None]  # (T, L + T)
+        if key_mask is None:
+            return causal[None, None]
+        return key_mask[:, None, None, :] & causal[None, None]
+
     @torch.no_grad()
     def step(
         self,
@@ -146,17 +159,19 @@ class LeanDecoder:
         cache,
         key_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """One decode step -> (B, 1, C) normed last hidden state; appends to ``cache``.
+        """T new tokens through the decoder -> (B, T, C) normed last hidden states; appends to ``cache``.
 
-        embeds: (B, 1, C) input embeddings of the new tokens. positions: (B, 1) their rotary
-        position (text: the same on all three axes). key_mask: None when every cached
-        position and the new one are real tokens, else (B, L + 1) bool, True where a key may
-        be attended (the prompt's attention mask followed by ones).
+        embeds: (B, T, C) input embeddings of the new tokens (T = 1: a decode step; T > 1:
+        e.g. verifying drafted tokens, each attending causally to the ones before it).
+        positions: (B, T) their rotary positions (text: the same on all three axes).
+        key_mask: None when every cached position and the new ones are real tokens, else
+        (B, L + T) bool, True where a key may be attended (the prompt's attention mask
+        followed by ones).
         """
-        b = embeds.shape[0]
+        b, t = embeds.shape[:2]
         hd, nq, nkv = self.head_dim, self.num_heads, self.num_kv_heads
         cos, sin = self.rotary(embeds, positions)
-        mask = None if key_mask is None else key_mask[:, None, None, :]
+        mask = self._attention_mask(key_mask, cache.get_seq_length() if t > 1 else 0, t, embeds.device)
         gqa = nq != nkv
         x = embeds
         for idx, layer in enumerate(self.layers):
@@ -165,20 +180,20 @@ class LeanDecoder:
             if self.fused is not None:
                 fused = self.fused[idx]
                 fused.refresh()
-                # (B, 1, heads * hd) -> (B, heads, 1, hd): one token, so the transpose is a view
-                qkv = F.linear(h, fused.qkv_w, fused.qkv_b).view(b, nq + 2 * nkv, 1, hd)
+                # (B, T, heads * hd) -> (B, heads, T, hd); for one token the transpose is a view
+                qkv = F.linear(h, fused.qkv_w, fused.qkv_b).view(b, t, nq + 2 * nkv, hd).transpose(1, 2)
                 qk = qkv[:, : nq + nkv]
                 qk = qk * cos + _rotate_half(qk) * sin
                 q, k, v = qk[:, :nq], qk[:, nq:], qkv[:, nq + nkv :]
             else:
-                q = F.linear(h, attn.q_proj.weight, attn.q_proj.bias).view(b, nq, 1, hd)
-                k = F.linear(h, attn.k_proj.weight, attn.k_proj.bias).view(b, nkv, 1, hd)
-                v = F.linear(h, attn.v_proj.weight, attn.v_proj.bias).view(b, nkv, 1, hd)
+                q = F.linear(h, attn.q_proj.weight, attn.q_proj.bias).view(b, t, nq, hd).transpose(1, 2)
+                k = F.linear(h, attn.k_proj.weight, attn.k_proj.bias).view(b, t, nkv, hd).transpose(1, 2)
+                v = F.linear(h, attn.v_proj.weight, attn.v_proj.bias).view(b, t, nkv, hd).transpose(1, 2)
                 q = q * cos + _rotate_half(q) * sin
                 k = k * cos + _rotate_half(k) * sin
             keys, values = cache.update(k, v, idx)
             o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scaling, enable_gqa=gqa)
-            x = x + F.linear(o.view(b, 1, nq * hd), attn.o_proj.weight, attn.o_proj.bias)
+            x = x + F.linear(o.transpose(1, 2).reshape(b, t, nq * hd), attn.o_proj.weight, attn.o_proj.bias)
             h = self._norm(layer.post_attention_layernorm, x)
             if self.fused is not None:
                 gate, up = F.linear(h, fused.gu_w, fused.gu_b).chunk(2, dim=-1)

@@ -285,7 +285,14 @@ class LensModel(nn.Module):
         last = emb_layer(seq[:, -1:])
         new = torch.cat([last, self.context.queries(b).to(last.dtype)], 1)
         cached = gen.cache.get_seq_length()
-        hidden, _ = self.mllm.run_language_model(new, pos[:, :, -(q + 1) :], mask_x, cache=gen.cache, use_cache=True)
+        lean = self.mllm.lean_decoder()
+        if lean is not None:  # the same arithmetic without transformers' per-layer machinery
+            key_mask = None if bool(mask_x.all()) else mask_x.bool()
+            hidden = lean.step(new, pos[0, :, -(q + 1) :], gen.cache, key_mask)
+        else:
+            hidden, _ = self.mllm.run_language_model(
+                new, pos[:, :, -(q + 1) :], mask_x, cache=gen.cache, use_cache=True
+            )
         if hasattr(gen.cache, "crop"):  # leave the generation's cache as it was (re-usable)
             gen.cache.crop(cached - gen.cache.get_seq_length())  # negative: tokens to drop
         return hidden[:, 1:]

@@ -23,6 +23,7 @@ from torch import nn
 
 from lens_ros.model import prompts, vision_input
 from lens_ros.model.fast_decode import LeanDecoder
+from lens_ros.model.speculative import NgramDrafter, SequenceIndex
 from lens_ros.model.types import ModelFileError
 
 
@@ -61,17 +62,22 @@ class ImageConfig:
 
 @dataclass
 class GenerationSettings:
-    """Decoding settings: greedy for deployment, sampling (LENS's RL values) for GRPO."""
+    """Decoding settings: greedy for deployment, sampling (LENS's RL values) for GRPO.
+
+    draft_tokens: greedy decoding of one row checks up to this many drafted tokens per
+    decoder step (``speculative``; the output is the same, 0 turns it off).
+    """
 
     max_new_tokens: int = 256
     do_sample: bool = False
     temperature: float = 0.9
     top_p: float = 0.9
     top_k: int = 50
+    draft_tokens: int = 0
 
     @classmethod
-    def greedy(cls, max_new_tokens: int = 256) -> GenerationSettings:
-        return cls(max_new_tokens=max_new_tokens)
+    def greedy(cls, max_new_tokens: int = 256, draft_tokens: int = 0) -> GenerationSettings:
+        return cls(max_new_tokens=max_new_tokens, draft_tokens=draft_tokens)
 
     @classmethod
     def sampling(cls, max_new_tokens: int = 256) -> GenerationSettings:
@@ -167,6 +173,8 @@ class MLLM(nn.Module):
         self.eos_ids = [i for i in (self.token_id(prompts.IM_END), self.token_id("<|endoftext|>")) if i is not None]
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else self.eos_ids[-1])
+        self.drafter = NgramDrafter()  # n-grams of this model's earlier greedy answers
+        self.draft_stats = DraftStats()
         vis = cfg.vision_config
         if vis.in_channels != (5 if image_config.coord_channels else 3):
             raise ModelFileError(
@@ -337,21 +345,21 @@ class MLLM(nn.Module):
         transformers' per-layer machinery: most of a step's time for the CPU model), else by
         the transformers text model; "loop-hf": the same loop always through the
         transformers text model; "hf": transformers' ``generate``. Greedy results agree.
+        Greedy decoding of one row with the lean step and ``settings.draft_tokens`` > 0 is
+        speculative (``_generate_speculative``): the same tokens in fewer decoder steps.
         """
         if engine == "hf":
             return self._generate_hf(inputs, settings)
         if engine not in ("loop", "loop-hf"):
             raise ValueError(f"engine must be 'loop', 'loop-hf' or 'hf', got {engine!r}")
         lean = self.lean_decoder() if engine == "loop" else None
-        embeds = self.embed(inputs)
+        if lean is not None and settings.draft_tokens > 0 and not settings.do_sample and inputs.input_ids.shape[0] == 1:
+            return self._generate_speculative(inputs, settings, lean)
+        hidden, cache, next_pos = self._prefill(inputs)
         mask = inputs.attention_mask
-        pos = self.position_ids(inputs.input_ids, inputs.mm_token_type_ids, inputs.image_grid_thw, mask)
-        hidden, cache = self.run_language_model(embeds, pos, mask, use_cache=True)
-        # text after the prompt continues from the last prompt position (all 3 axes agree on text)
-        next_pos = pos[:, :, -1:] + 1
-        batch = embeds.shape[0]
-        finished = torch.zeros(batch, dtype=torch.bool, device=embeds.device)
-        eos = torch.tensor(self.eos_ids, device=embeds.device)
+        batch = hidden.shape[0]
+        finished = torch.zeros(batch, dtype=torch.bool, device=hidden.device)
+        eos = torch.tensor(self.eos_ids, device=hidden.device)
         tokens: list[torch.Tensor] = []
         embed_layer = self.model.model.get_input_embeddings()
         prepared_mask = self.decode_step_mask(mask)
@@ -381,6 +389,52 @@ class MLLM(nn.Module):
             )
             next_pos = next_pos + 1
         generated = torch.stack(tokens, 1) if tokens else inputs.input_ids[:, :0]
+        return self._finish(torch.cat([inputs.input_ids, generated], 1), inputs, cache)
+
+    def _prefill(self, inputs: MLLMInputs):
+        """Prompt through the decoder -> (last hidden (B, L, C), cache, position of the next token (3, B, 1))."""
+        embeds = self.embed(inputs)
+        mask = inputs.attention_mask
+        pos = self.position_ids(inputs.input_ids, inputs.mm_token_type_ids, inputs.image_grid_thw, mask)
+        hidden, cache = self.run_language_model(embeds, pos, mask, use_cache=True)
+        # text after the prompt continues from the last prompt position (all 3 axes agree on text)
+        return hidden, cache, pos[:, :, -1:] + 1
+
+    def _generate_speculative(self, inputs: MLLMInputs, settings: GenerationSettings, lean: LeanDecoder) -> Generation:
+        """Greedy decoding of one row, checking drafted tokens (``speculative``) in each step.
+
+        Each step feeds the last token plus up to ``draft_tokens`` drafted ones; the model's
+        greedy token after each fed position decides how many drafted tokens stand (the
+        longest prefix equal to them); the cache is cut back to the tokens that stand, so it
+        ends as the plain loop leaves it: all but the last generated token.
+        """
+        hidden, cache, next_pos = self._prefill(inputs)
+        embed_layer = self.model.model.get_input_embeddings()
+        eos = set(self.eos_ids)
+        index = SequenceIndex(self.drafter.max_n)
+        index.extend(inputs.input_ids[0].tolist())
+        limit = settings.max_new_tokens
+        tokens = [int(self.model.lm_head(hidden[:, -1]).argmax(-1))]
+        steps = drafted = accepted = 0
+        while tokens[-1] not in eos and len(tokens) < limit:
+            index.extend(tokens[-1:])
+            draft = self.drafter.draft(index, min(settings.draft_tokens, limit - len(tokens) - 1))
+            fed = torch.tensor([tokens[-1:] + draft], device=hidden.device)
+            positions = next_pos[0] + torch.arange(fed.shape[1], device=hidden.device)
+            hidden = lean.step(embed_layer(fed), positions, cache)
+            greedy = self.model.lm_head(hidden[0]).argmax(-1).tolist()  # next token after each fed one
+            n_ok = next((j for j, tok in enumerate(draft) if greedy[j] != tok), len(draft))
+            new = draft[:n_ok] + [greedy[n_ok]]
+            end = next((j + 1 for j, tok in enumerate(new) if tok in eos), len(new))
+            new = new[: min(end, limit - len(tokens))]
+            index.extend(new[:-1])
+            tokens += new
+            cache.crop(len(new) - len(fed[0]))  # negative: drop the fed tokens that do not stand
+            next_pos = next_pos + len(new)
+            steps, drafted, accepted = steps + 1, drafted + len(draft), accepted + n_ok
+        self.draft_stats.add(len(tokens), steps, drafted, accepted)
+        self.drafter.learn(inputs.input_ids[0, -self.drafter.max_n :].tolist() + tokens)
+        generated = torch.tensor([tokens], dtype=inputs.input_ids.dtype, device=inputs.input_ids.device)
         return self._finish(torch.cat([inputs.input_ids, generated], 1), inputs, cache)
 
     def lean_decoder(self) -> LeanDecoder | None:
@@ -449,6 +503,28 @@ class MLLM(nn.Module):
             cache=cache,
             prompt_length=prompt_len,
         )
+
+
+@dataclass
+class DraftStats:
+    """Counts of speculative decoding since the model was loaded (``MLLM.draft_stats``)."""
+
+    generations: int = 0
+    tokens: int = 0
+    steps: int = 0
+    drafted: int = 0
+    accepted: int = 0
+
+    def add(self, tokens: int, steps: int, drafted: int, accepted: int) -> None:
+        self.generations += 1
+        self.tokens += tokens
+        self.steps += steps
+        self.drafted += drafted
+        self.accepted += accepted
+
+    @property
+    def tokens_per_step(self) -> float:
+        return (self.tokens - self.generations) / self.steps if self.steps else 0.0
 
 
 def sample_next_token(logits: torch.Tensor, settings: GenerationSettings) -> torch.Tensor:

@@ -55,6 +55,8 @@ class PipelineConfig:
     overlap_encoder: run the image encoder concurrently with generation (measured slower with
         the 3B model on an H200 and on the 2-core CPU; see the module docstring).
     embedding_cache_size: frames whose image embedding is kept.
+    draft_tokens: speculative greedy decoding, up to this many drafted tokens checked per
+        decoder step (``lens_ros.model.speculative``; same answer, fewer steps; 0: off).
     track_memory: with a SAM 2 segmenter that has its memory modules, ``track`` follows
         the object with SAM 2's video memory (conditioned on the reasoned frame's mask)
         instead of re-prompting each frame.
@@ -68,6 +70,7 @@ class PipelineConfig:
     overlap_encoder: bool = False
     embedding_cache_size: int = 2
     track_memory: bool = True
+    draft_tokens: int = 6
 
 
 @dataclass
@@ -258,7 +261,9 @@ class Pipeline:
             worker = threading.Thread(target=run_encoder, name="lens-encoder", daemon=True)
             worker.start()
         t0 = time.perf_counter()
-        settings = GenerationSettings.greedy(self.config.max_new_tokens or model.config.max_new_tokens)
+        settings = GenerationSettings.greedy(
+            self.config.max_new_tokens or model.config.max_new_tokens, draft_tokens=self.config.draft_tokens
+        )
         gen = model.mllm.generate(inputs.mllm, settings)
         timings.generate_ms = (time.perf_counter() - t0) * 1000
         timings.num_generated_tokens = len(gen.completion_ids[0])

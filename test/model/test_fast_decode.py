@@ -117,3 +117,24 @@ def test_models_it_does_not_cover_keep_the_transformers_step(tiny_model):
     assert mllm.lean_decoder() is None
     with pytest.raises(ValueError, match="engine"):
         mllm.generate(tiny_model.prepare(_images()[:1], ["red mug"]).mllm, GenerationSettings.greedy(2), engine="x")
+
+
+@pytest.mark.parametrize("rows", [1, 2], ids=["one row", "left-padded batch"])
+def test_several_new_tokens_in_one_step_equal_the_transformers_text_model(tiny_model, rows):
+    """Drafted tokens are checked in one step: each attends causally to the ones before it."""
+    mllm = tiny_model.mllm
+    lean = LeanDecoder(mllm.model.model.language_model)
+    inputs = tiny_model.prepare(_images()[:rows], ["red mug", "the blue cube left of the small ball"][:rows]).mllm
+    emb = mllm.model.model.get_input_embeddings()
+    with torch.no_grad():
+        cache_ref, pos = _prefill(mllm, inputs)
+        cache_lean = copy.deepcopy(cache_ref)
+        tokens = torch.tensor([[7, 9, 11, 13]] * rows)
+        positions = pos + torch.arange(4)
+        mask = torch.cat([inputs.attention_mask, torch.ones((rows, 4), dtype=inputs.attention_mask.dtype)], 1)
+        ref, _ = mllm.run_language_model(emb(tokens), positions, mask, cache=cache_ref, use_cache=True)
+        key_mask = None if rows == 1 else mask.bool()
+        got = lean.step(emb(tokens), positions[0], cache_lean, key_mask)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
+    for layer_ref, layer_lean in zip(cache_ref.layers, cache_lean.layers, strict=True):
+        torch.testing.assert_close(layer_lean.keys, layer_ref.keys, atol=1e-5, rtol=1e-4)

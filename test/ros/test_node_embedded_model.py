@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from lens_ros.msg import Segmentation
 from ros_fixtures import frozen_camera_parameters, instruction_qos, node_specs
@@ -40,6 +41,7 @@ def test_embedded_model_masks_and_poses_match_the_ground_truth(launcher, probe):
     animator = SceneAnimator(SCENE["seed"], size=(SCENE["width"], SCENE["height"]))
     frame = animator.frame(SCENE["t"])
     segs = probe.subscribe(Segmentation, "/lens_node/segmentation")
+    diags = probe.subscribe(DiagnosticArray, "/diagnostics")
     poses = probe.subscribe(PoseStamped, "/lens_node/target_pose")
     publisher = probe.node.create_publisher(String, "/instruction", instruction_qos())
     ious, errors, targets = [], [], []
@@ -85,3 +87,17 @@ def test_embedded_model_masks_and_poses_match_the_ground_truth(launcher, probe):
     assert all(e < 0.05 for e in good), (
         f"position errors (m) where the mask was right: {good} (IoU {np.round(ious, 2)})"
     )
+
+    # Speculative decoding ran (the default draft_tokens): the answers took fewer decoder steps
+    # than tokens, and the node says how many tokens a step gave.
+    def drafts():
+        out = []
+        for _, m in diags:
+            for status in m.status:
+                values = {kv.key: kv.value for kv in status.values}
+                if status.name.startswith("lens_node") and int(values.get("draft_generations", 0)) >= len(texts):
+                    out.append(values)
+        return out
+
+    values = probe.spin_until(drafts, 10, "diagnostics after the answers")[-1]
+    assert float(values["decode_tokens_per_step"]) > 1.0, values

@@ -1,0 +1,92 @@
+"""Draft tokens for greedy speculative decoding, from n-grams (no draft model).
+
+A decode step of the embedded model on a CPU costs mostly fixed per-step work (Python and
+operator launches around small matrix products), so checking several tokens in one step
+costs little more than one token. ``MLLM.generate`` therefore asks an ``NgramDrafter`` for
+up to k likely next tokens, runs the drafted tokens through the decoder in one step, and
+keeps the longest drafted prefix that greedy decoding would have produced itself, plus
+the model's own next token after it: greedy output is unchanged, only the number of steps
+drops (prompt-lookup / n-gram speculative decoding).
+
+Drafts come from two n-gram tables, longest context first (``max_n`` down to 1):
+- the current sequence (prompt + tokens so far): the answer repeats words of the
+  instruction and of its own rationale ("the reference is the yellow cube ... closest to
+  it"); the most recent continuation wins;
+- earlier answers of the same model (``learn``): rationales and answers follow a few
+  phrasings, so after some answers most template words are predicted; the most frequent
+  continuation wins.
+Both are bounded: the history keeps at most ``max_contexts`` contexts with at most
+``max_followers`` continuations each; the sequence index lives for one generation.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+
+class SequenceIndex:
+    """n-gram -> position of the token that followed its latest occurrence, for one sequence."""
+
+    def __init__(self, max_n: int) -> None:
+        self.max_n = max_n
+        self.tokens: list[int] = []
+        self.next_at: dict[tuple[int, ...], int] = {}
+
+    def extend(self, tokens: list[int]) -> None:
+        for tok in tokens:
+            p = len(self.tokens)
+            for n in range(1, min(self.max_n, p) + 1):
+                self.next_at[tuple(self.tokens[p - n : p])] = p
+            self.tokens.append(int(tok))
+
+    def follower(self, context: tuple[int, ...]) -> int | None:
+        p = self.next_at.get(context)
+        return None if p is None else self.tokens[p]
+
+
+class NgramDrafter:
+    """Bounded n-gram tables of earlier answers plus the current sequence -> draft tokens."""
+
+    def __init__(self, max_n: int = 3, max_contexts: int = 50_000, max_followers: int = 4) -> None:
+        if max_n < 1:
+            raise ValueError(f"max_n must be >= 1, got {max_n}")
+        self.max_n = max_n
+        self.max_contexts = max_contexts
+        self.max_followers = max_followers
+        self.history: dict[tuple[int, ...], Counter] = {}
+        self.learned_sequences = 0
+
+    def learn(self, tokens: list[int]) -> None:
+        """Count the n-grams of one answer (give it a few prompt tokens before the answer)."""
+        tokens = [int(t) for t in tokens]
+        for p in range(1, len(tokens)):
+            for n in range(1, min(self.max_n, p) + 1):
+                context = tuple(tokens[p - n : p])
+                followers = self.history.get(context)
+                if followers is None:
+                    if len(self.history) >= self.max_contexts:
+                        continue
+                    followers = self.history[context] = Counter()
+                if tokens[p] in followers or len(followers) < self.max_followers:
+                    followers[tokens[p]] += 1
+        self.learned_sequences += 1
+
+    def draft(self, index: SequenceIndex, k: int) -> list[int]:
+        """Up to ``k`` tokens likely to follow ``index.tokens`` (fewer where nothing is known)."""
+        out: list[int] = []
+        for _ in range(k):
+            recent = index.tokens[-self.max_n :] + out
+            tok = None
+            for n in range(min(self.max_n, len(recent)), 0, -1):
+                context = tuple(recent[-n:])
+                tok = index.follower(context)
+                if tok is None:
+                    followers = self.history.get(context)
+                    if followers:
+                        tok = followers.most_common(1)[0][0]
+                if tok is not None:
+                    break
+            if tok is None:
+                break
+            out.append(tok)
+        return out

@@ -1,0 +1,148 @@
+"""Speculative greedy decoding with n-gram drafts (lens_ros/model/speculative.py, MLLM.generate)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from lens_ros.model.mllm import GenerationSettings
+from lens_ros.model.speculative import NgramDrafter, SequenceIndex
+
+
+def test_sequence_index_gives_the_latest_continuation():
+    index = SequenceIndex(max_n=2)
+    index.extend([5, 6, 7, 5, 6, 8, 5])
+    assert index.follower((5, 6)) == 8  # the later of "5 6 7" and "5 6 8"
+    assert index.follower((5,)) == 6
+    assert index.follower((8,)) == 5
+    assert index.follower((9,)) is None
+
+
+def test_drafts_prefer_the_longest_context_then_the_sequence_then_the_most_frequent_answer():
+    drafter = NgramDrafter(max_n=2)
+    for _ in range(3):
+        drafter.learn([1, 2, 3, 4])
+    drafter.learn([1, 2, 9, 9])
+    index = SequenceIndex(2)
+    index.extend([0, 1, 2])
+    assert drafter.draft(index, 2) == [3, 4]  # "1 2" -> 3 three times, -> 9 once; then "2 3" -> 4
+    index = SequenceIndex(2)
+    index.extend([6, 2, 5, 1, 2])  # the sequence has "2 -> 5", the answers the longer "1 2 -> 3"
+    assert drafter.draft(index, 1) == [3]
+    index = SequenceIndex(2)
+    index.extend([0, 1, 2, 7, 1, 2])  # equally long: the sequence's own "1 2 -> 7" wins
+    assert drafter.draft(index, 1) == [7]
+    index = SequenceIndex(2)
+    index.extend([6, 2, 5, 8, 2])
+    assert drafter.draft(index, 3) == [5, 8, 2]
+    index = SequenceIndex(2)
+    index.extend([42])
+    assert drafter.draft(index, 4) == []
+
+
+def test_the_history_is_bounded():
+    drafter = NgramDrafter(max_n=2, max_contexts=10, max_followers=2)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        drafter.learn(rng.integers(0, 100, 30).tolist())
+    assert len(drafter.history) <= 10
+    assert all(len(f) <= 2 for f in drafter.history.values())
+    assert drafter.learned_sequences == 50
+
+
+def _inputs(model):
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    return model.prepare([image], ["the blue cube left of the small ball"]).mllm
+
+
+@pytest.fixture
+def model(tiny_model):
+    """A copy: the tests prime and swap its drafter and its end tokens."""
+    return copy.deepcopy(tiny_model)
+
+
+@pytest.fixture
+def mllm(model):
+    return model.mllm
+
+
+def _check_equal(model, mllm, inputs, plain, spec):
+    assert spec.completion_ids == plain.completion_ids
+    assert torch.equal(spec.sequences, plain.sequences)
+    # the cache ends as the plain loop leaves it and serves the context pass the same way
+    assert spec.cache.get_seq_length() == plain.cache.get_seq_length() == plain.sequences.shape[1] - 1
+    torch.testing.assert_close(
+        model.query_hidden_after_generation(spec, inputs),
+        model.query_hidden_after_generation(plain, inputs),
+        atol=1e-5,
+        rtol=1e-4,
+    )
+
+
+@pytest.mark.parametrize("primed", ["right answer", "wrong answers", "nothing"])
+def test_speculative_decoding_gives_the_plain_greedy_answer(model, mllm, primed):
+    inputs = _inputs(model)
+    n = 14
+    plain = mllm.generate(inputs, GenerationSettings.greedy(n, draft_tokens=0))
+    answer = plain.completion_ids[0]
+    assert len(answer) == n, "the random model should not stop early here"
+    mllm.drafter = NgramDrafter()  # (earlier tests may have taught the shared model's drafter)
+    if primed == "right answer":
+        mllm.drafter.learn(inputs.input_ids[0, -3:].tolist() + answer)
+    elif primed == "wrong answers":
+        rng = np.random.default_rng(1)
+        for _ in range(5):
+            mllm.drafter.learn(inputs.input_ids[0, -3:].tolist() + rng.integers(0, 50, n).tolist())
+    before = copy.copy(mllm.draft_stats)
+    spec = mllm.generate(inputs, GenerationSettings.greedy(n, draft_tokens=4))
+    _check_equal(model, mllm, inputs, plain, spec)
+    steps = mllm.draft_stats.steps - before.steps
+    accepted = mllm.draft_stats.accepted - before.accepted
+    assert mllm.draft_stats.generations == before.generations + 1
+    if primed == "right answer":  # every draft stands: 13 further tokens in ceil(13 / 5) steps
+        assert steps == 3 and accepted == n - 1 - steps
+    else:
+        assert steps <= n - 1
+    # and it learned this answer for the next time
+    assert mllm.drafter.learned_sequences == 1 + (
+        1 if primed == "right answer" else 5 if primed == "wrong answers" else 0
+    )
+
+
+@pytest.mark.parametrize("cut_at", [3, 6], ids=["end inside a draft", "end at a step's own token"])
+def test_an_end_token_inside_the_drafted_tokens_ends_the_answer_there(model, mllm, cut_at):
+    inputs = _inputs(model)
+    free = mllm.generate(inputs, GenerationSettings.greedy(14)).completion_ids[0]
+    mllm.eos_ids = [free[cut_at]]  # make a token the model produces an end token
+    plain = mllm.generate(inputs, GenerationSettings.greedy(14))
+    assert plain.completion_ids[0][-1] == free[cut_at] and len(plain.completion_ids[0]) <= cut_at + 1
+    mllm.drafter = NgramDrafter()
+    mllm.drafter.learn(inputs.input_ids[0, -3:].tolist() + free)  # drafts run past the end token
+    spec = mllm.generate(inputs, GenerationSettings.greedy(14, draft_tokens=5))
+    _check_equal(model, mllm, inputs, plain, spec)
+
+
+@pytest.mark.parametrize("limit", [1, 2, 6])
+def test_max_new_tokens_holds_with_drafts(model, mllm, limit):
+    inputs = _inputs(model)
+    free = mllm.generate(inputs, GenerationSettings.greedy(14)).completion_ids[0]
+    mllm.drafter.learn(inputs.input_ids[0, -3:].tolist() + free)
+    plain = mllm.generate(inputs, GenerationSettings.greedy(limit))
+    spec = mllm.generate(inputs, GenerationSettings.greedy(limit, draft_tokens=8))
+    assert len(spec.completion_ids[0]) == limit
+    _check_equal(model, mllm, inputs, plain, spec)
+
+
+def test_batches_and_sampling_decode_one_token_per_step(model, mllm):
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(2)]
+    batch = model.prepare(images, ["red mug", "the blue cube"]).mllm
+    generations, learned = mllm.draft_stats.generations, mllm.drafter.learned_sequences
+    mllm.generate(batch, GenerationSettings.greedy(5, draft_tokens=4))
+    torch.manual_seed(0)
+    mllm.generate(_inputs(model), GenerationSettings(max_new_tokens=5, do_sample=True, draft_tokens=4))
+    assert (mllm.draft_stats.generations, mllm.drafter.learned_sequences) == (generations, learned)
