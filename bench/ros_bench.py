@@ -3,9 +3,11 @@
 Starts lens_node + sim_camera (the processes of ``lens-launch use_sim_camera:=true``) and
 measures, from a third process, the time from publishing an instruction on /instruction to
 receiving the first ``~/segmentation`` that answers it, then the rate of tracked answers.
-The baseline, measured in the same run on the same machine, is the naive sequential
-pipeline of bench.model_bench (HF generate -> SamPredictor, fp32, no cache, no overlap),
-in process, i.e. without any ROS transport cost: the ratio is conservative for lens_ros.
+The baseline, measured in the same run on the same machine and camera, is the naive
+sequential pipeline of bench.model_bench (HF generate -> SamPredictor, fp32, no cache, no
+overlap) in a plain node (bench.naive_node) that answers an instruction on the newest
+image in its callback: ``speedup_vs_naive`` compares the two first-mask times through ROS.
+The naive pipeline in process (no transport) is reported too.
 """
 
 from __future__ import annotations
@@ -29,22 +31,41 @@ def measure_ros(
     track_seconds: float,
     size: tuple[int, int],
     camera_speed: float = 0.0,
+    baseline: bool = False,
+    camera_rate_hz: float = 30.0,
 ) -> dict:
     """camera_speed 0 freezes the simulated scene: the camera then only publishes (as a
-    driver does); a live scene costs its rendering, ~70 % of one core at 640x480 30 Hz."""
+    driver does); a live scene costs its rendering, ~70 % of one core at 640x480 30 Hz.
+    baseline: run bench.naive_node instead of lens_node (first masks only, no tracking)."""
     import rclpy
     from lens_ros.msg import Segmentation
     from rclpy.executors import SingleThreadedExecutor
     from std_msgs.msg import String
 
     from lens_ros.launch_cli import ProcessGroup
-    from lens_ros.launch_description import LENS_NODE, node_specs
+    from lens_ros.launch_description import LENS_NODE, NodeSpec, node_specs, resolve_arguments
     from lens_ros.messages import INSTRUCTION_TOPIC, latched_qos
 
     specs = node_specs({"use_sim_camera": "true", "preset": model})
     for spec in specs:
         if spec.name != LENS_NODE:
-            spec.parameters.update(width=size[0], height=size[1], speed=float(camera_speed))
+            spec.parameters.update(
+                width=size[0], height=size[1], speed=float(camera_speed), rate_hz=float(camera_rate_hz)
+            )
+    answering = LENS_NODE
+    if baseline:
+        from bench.naive_node import NODE_NAME
+
+        answering = NODE_NAME
+        image_topic = resolve_arguments({})["image"]
+        naive = NodeSpec(
+            NODE_NAME,
+            NODE_NAME,
+            module="bench.naive_node",
+            parameters={"model": model},
+            remappings=(("image", image_topic),),
+        )
+        specs = [naive] + [s for s in specs if s.name != LENS_NODE]
     group = ProcessGroup()
     group.start(specs)
     context = rclpy.Context()
@@ -52,7 +73,7 @@ def measure_ros(
     node = rclpy.create_node("lens_ros_bench", context=context)
     answers: list[tuple[float, Segmentation]] = []
     node.create_subscription(
-        Segmentation, f"/{LENS_NODE}/segmentation", lambda m: answers.append((time.monotonic(), m)), 50
+        Segmentation, f"/{answering}/segmentation", lambda m: answers.append((time.monotonic(), m)), 50
     )
     pub = node.create_publisher(String, INSTRUCTION_TOPIC, latched_qos())
     executor = SingleThreadedExecutor(context=context)
@@ -73,7 +94,7 @@ def measure_ros(
         # Warm-up: model load + first reasoning are not part of the measurement.
         pub.publish(String(data="warm up"))
         if not spin_until(lambda: any(m.instruction == "warm up" for _, m in answers), 300):
-            raise RuntimeError("lens_node gave no answer within 300 s")
+            raise RuntimeError(f"{answering} gave no answer within 300 s")
         for i in range(repeats):
             text = f"{INSTRUCTIONS[i % len(INSTRUCTIONS)]} #{i}"
             spin_until(lambda: False, 0.3)
@@ -85,7 +106,7 @@ def measure_ros(
                 first_mask_ms.append((arrival - sent) * 1000)
                 node_ms.append(msg.reasoning_ms + msg.segmentation_ms)
         answers.clear()
-        spin_until(lambda: False, track_seconds)
+        spin_until(lambda: False, 0.0 if baseline else track_seconds)
         tracked = [(t, m) for t, m in answers if m.tracked]
         if len(tracked) > 1:
             track_hz = (len(tracked) - 1) / (tracked[-1][0] - tracked[0][0])
@@ -118,22 +139,33 @@ def run(quick: bool, model: str = "lens-tiny") -> dict:
     del pipe
     naive_ms = statistics.median(naive)
     rows = []
+    repeats = 3 if quick else 10
     for size in ((640, 480),) if quick else ((640, 480), (1280, 720)):
-        ros = measure_ros(model_arg, 3 if quick else 10, 5.0 if quick else 20.0, size)
+        ros = measure_ros(model_arg, repeats, 5.0 if quick else 20.0, size)
+        base = measure_ros(model_arg, repeats, 0.0, size, baseline=True)
         rows.append(
             {
                 "camera": f"{size[0]}x{size[1]}",
                 "naive_in_process_ms": naive_ms,
+                "naive_node_first_mask_ms": base["first_mask_ms"],
                 **ros,
-                "speedup_vs_naive": naive_ms / ros["first_mask_ms"] if ros["first_mask_ms"] else None,
+                "speedup_vs_naive": (
+                    base["first_mask_ms"] / ros["first_mask_ms"]
+                    if ros["first_mask_ms"] and base["first_mask_ms"]
+                    else None
+                ),
             }
         )
     return {
         "note": f"Model: {used}. first_mask_ms = /instruction published -> first reasoned ~/segmentation "
-        "received in another process; track_hz = tracked answers per second afterwards.",
+        "received in another process (median of the instructions, each answered on the camera's current "
+        "frame); naive_node_first_mask_ms: the same for bench.naive_node (HF generate -> SamPredictor in its "
+        "callback), speedup_vs_naive = its first mask / lens_node's; track_hz = tracked answers per second "
+        "afterwards.",
         "columns": [
             "camera",
             "naive_in_process_ms",
+            "naive_node_first_mask_ms",
             "first_mask_ms",
             "speedup_vs_naive",
             "answered",

@@ -44,8 +44,8 @@ class NodeConfig:
     )
     cpu_threads: int = _param(
         0,
-        "Torch intra-op threads for CPU inference (0: torch's default, one per core); fewer leaves cores "
-        "to other processes",
+        "Torch intra-op threads for CPU inference (0: one per core less one, which the ROS executor receiving "
+        "camera frames needs; at least 1)",
         low=0,
         high=256,
     )

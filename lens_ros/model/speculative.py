@@ -14,7 +14,11 @@ Drafts come from two n-gram tables, longest context first (``max_n`` down to 1):
   it"); the most recent continuation wins;
 - earlier answers of the same model (``learn``): rationales and answers follow a few
   phrasings, so after some answers most template words are predicted; the most frequent
-  continuation wins.
+  continuation wins, and how often it won says how sure it is.
+A drafted token that is not kept still costs: on the 2-core CPU a step over 2-7 tokens
+takes ~1.4x a one-token step (small matrix products switch from matrix-vector kernels),
+so ``draft`` stops at the first unsure token (measured on lens-tiny's answers: earlier
+answers' continuations seen >= 80 % of the time were right 91 % of the time, < 50 %: 16 %).
 Both are bounded: the history keeps at most ``max_contexts`` contexts with at most
 ``max_followers`` continuations each; the sequence index lives for one generation.
 """
@@ -47,10 +51,21 @@ class SequenceIndex:
 class NgramDrafter:
     """Bounded n-gram tables of earlier answers plus the current sequence -> draft tokens."""
 
-    def __init__(self, max_n: int = 3, max_contexts: int = 50_000, max_followers: int = 4) -> None:
+    def __init__(
+        self,
+        max_n: int = 3,
+        max_contexts: int = 50_000,
+        max_followers: int = 4,
+        sure_share: float = 0.8,
+        min_share: float = 0.5,
+        min_sequence_n: int = 2,
+    ) -> None:
         if max_n < 1:
             raise ValueError(f"max_n must be >= 1, got {max_n}")
         self.max_n = max_n
+        self.sure_share = sure_share
+        self.min_share = min_share
+        self.min_sequence_n = min_sequence_n
         self.max_contexts = max_contexts
         self.max_followers = max_followers
         self.history: dict[tuple[int, ...], Counter] = {}
@@ -72,21 +87,38 @@ class NgramDrafter:
         self.learned_sequences += 1
 
     def draft(self, index: SequenceIndex, k: int) -> list[int]:
-        """Up to ``k`` tokens likely to follow ``index.tokens`` (fewer where nothing is known)."""
+        """Up to ``k`` tokens likely to follow ``index.tokens`` (fewer, or none, where unsure).
+
+        Per token, the longest context that either table knows decides: an earlier answer's
+        continuation seen in at least ``sure_share`` of its occurrences, else the sequence's
+        own latest continuation (contexts of 2+ tokens: single-token repeats were right 8 %
+        of the time), else an earlier answer's continuation seen in at least ``min_share``;
+        otherwise drafting stops there (a weak guess costs a wider step and is rarely kept).
+        """
         out: list[int] = []
         for _ in range(k):
-            recent = index.tokens[-self.max_n :] + out
-            tok = None
-            for n in range(min(self.max_n, len(recent)), 0, -1):
-                context = tuple(recent[-n:])
-                tok = index.follower(context)
-                if tok is None:
-                    followers = self.history.get(context)
-                    if followers:
-                        tok = followers.most_common(1)[0][0]
-                if tok is not None:
-                    break
+            tok = self._next(index, out)
             if tok is None:
                 break
             out.append(tok)
         return out
+
+    def _next(self, index: SequenceIndex, drafted: list[int]) -> int | None:
+        recent = index.tokens[-self.max_n :] + drafted
+        for n in range(min(self.max_n, len(recent)), 0, -1):
+            context = tuple(recent[-n:])
+            in_sequence = index.follower(context) if n >= self.min_sequence_n else None
+            followers = self.history.get(context)
+            best, share = None, 0.0
+            if followers:
+                best, count = followers.most_common(1)[0]
+                share = count / sum(followers.values())
+            if best is not None and share >= self.sure_share:
+                return best
+            if in_sequence is not None:
+                return in_sequence
+            if best is not None and share >= self.min_share:
+                return best
+            if best is not None or index.follower(context) is not None:
+                return None  # known but unsure: a shorter context would only guess worse
+        return None

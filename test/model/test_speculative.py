@@ -21,26 +21,26 @@ def test_sequence_index_gives_the_latest_continuation():
     assert index.follower((9,)) is None
 
 
-def test_drafts_prefer_the_longest_context_then_the_sequence_then_the_most_frequent_answer():
+def test_drafts_take_the_longest_known_context_and_stop_where_unsure():
     drafter = NgramDrafter(max_n=2)
     for _ in range(3):
         drafter.learn([1, 2, 3, 4])
     drafter.learn([1, 2, 9, 9])
-    index = SequenceIndex(2)
-    index.extend([0, 1, 2])
-    assert drafter.draft(index, 2) == [3, 4]  # "1 2" -> 3 three times, -> 9 once; then "2 3" -> 4
-    index = SequenceIndex(2)
-    index.extend([6, 2, 5, 1, 2])  # the sequence has "2 -> 5", the answers the longer "1 2 -> 3"
-    assert drafter.draft(index, 1) == [3]
-    index = SequenceIndex(2)
-    index.extend([0, 1, 2, 7, 1, 2])  # equally long: the sequence's own "1 2 -> 7" wins
-    assert drafter.draft(index, 1) == [7]
-    index = SequenceIndex(2)
-    index.extend([6, 2, 5, 8, 2])
-    assert drafter.draft(index, 3) == [5, 8, 2]
-    index = SequenceIndex(2)
-    index.extend([42])
-    assert drafter.draft(index, 4) == []
+
+    def draft(tokens, k):
+        index = SequenceIndex(2)
+        index.extend(tokens)
+        return drafter.draft(index, k)
+
+    assert draft([0, 1, 2], 2) == [3, 4]  # "1 2" -> 3 in 3 of 4 answers; then "2 3" -> 4
+    assert draft([6, 2, 5, 1, 2], 1) == [3]  # the answers' longer "1 2" beats the sequence's "2 -> 5"
+    assert draft([0, 1, 2, 7, 1, 2], 1) == [7]  # equally long and the answers unsure (3 of 4): the sequence
+    assert draft([2, 3, 8, 2, 3], 1) == [4]  # equally long and the answers sure (always 4): the answers
+    assert draft([6, 2, 5, 8, 2], 3) == [3, 4]  # one-token repeats of the sequence ("2 -> 5") are no draft
+    assert draft([42], 4) == []
+    for follower in (6, 7, 8):
+        drafter.learn([5, follower])
+    assert draft([1, 5], 3) == []  # "5" -> 6, 7 or 8: unsure, so no draft at all
 
 
 def test_the_history_is_bounded():
