@@ -15,14 +15,24 @@ from __future__ import annotations
 import statistics
 import time
 
-INSTRUCTIONS = (
-    "the red cube",
-    "the blue cylinder",
-    "the green sphere",
-    "the object closest to the camera",
-    "something you could pour water into",
-    "the yellow cup",
-)
+SCENE_SEED = 0  # the simulated camera's default scene, frozen at t = 0
+
+
+def scene_instructions(count: int) -> list[str]:
+    """``count`` different instructions about the camera's scene, every kind in turn (the
+    world's own expressions: simple, relational, reasoning); none repeats, so no answer is
+    drafted from an identical earlier one."""
+    from training.data.synthetic_world import KINDS, SceneAnimator
+
+    animator = SceneAnimator(SCENE_SEED, size=(640, 480))
+    texts: list[str] = []
+    for i in range(50 * count):
+        expression = animator.expression(0.0, KINDS[i % len(KINDS)], seed=i)
+        if expression is not None and expression.text not in texts:
+            texts.append(expression.text)
+        if len(texts) == count + 1:
+            return texts
+    raise RuntimeError(f"the scene gives only {len(texts)} different instructions")
 
 
 def measure_ros(
@@ -50,7 +60,12 @@ def measure_ros(
     for spec in specs:
         if spec.name != LENS_NODE:
             spec.parameters.update(
-                width=size[0], height=size[1], speed=float(camera_speed), rate_hz=float(camera_rate_hz)
+                width=size[0],
+                height=size[1],
+                speed=float(camera_speed),
+                rate_hz=float(camera_rate_hz),
+                seed=SCENE_SEED,
+                start_time=0.0,
             )
     answering = LENS_NODE
     if baseline:
@@ -92,11 +107,11 @@ def measure_ros(
     track_hz = track_ms = None
     try:
         # Warm-up: model load + first reasoning are not part of the measurement.
-        pub.publish(String(data="warm up"))
-        if not spin_until(lambda: any(m.instruction == "warm up" for _, m in answers), 300):
+        warm_up, *texts = scene_instructions(repeats)
+        pub.publish(String(data=warm_up))
+        if not spin_until(lambda: any(m.instruction == warm_up for _, m in answers), 300):
             raise RuntimeError(f"{answering} gave no answer within 300 s")
-        for i in range(repeats):
-            text = f"{INSTRUCTIONS[i % len(INSTRUCTIONS)]} #{i}"
+        for text in texts:
             spin_until(lambda: False, 0.3)
             answers.clear()
             sent = time.monotonic()
