@@ -133,6 +133,8 @@ def measure_ros(
         group.stop()
     return {
         "first_mask_ms": statistics.median(first_mask_ms) if first_mask_ms else None,
+        "first_mask_samples": first_mask_ms,
+        "node_samples": node_ms,
         "answered": len(first_mask_ms),
         "reason_node_ms": statistics.median(node_ms) if node_ms else None,
         "track_hz": track_hz,
@@ -140,43 +142,57 @@ def measure_ros(
     }
 
 
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
 def run(quick: bool, model: str = "lens-tiny") -> dict:
-    from bench.model_bench import INSTRUCTION, _frames, load_pipeline, naive_segment
+    """Per camera size, lens_node and the naive node in turn, twice (full mode): the machine's
+    speed drifts between runs of a few seconds, and alternating keeps that out of the ratio."""
+    from bench.model_bench import _scenes, load_pipeline, naive_segment
 
     pipe, used, model_arg = load_pipeline(model)
-    frames = _frames((640, 480), 3 if quick else 10)
     max_new = pipe.config.max_new_tokens or pipe.model.config.max_new_tokens
     naive = []
-    for frame in frames:
+    for image, text in _scenes("val", 3 if quick else 10, 20_000):
         t0 = time.perf_counter()
-        naive_segment(pipe, frame, INSTRUCTION, max_new)
+        naive_segment(pipe, image, text, max_new)
         naive.append((time.perf_counter() - t0) * 1000)
     del pipe
-    naive_ms = statistics.median(naive)
     rows = []
-    repeats = 3 if quick else 10
+    repeats, rounds = (3, 1) if quick else (10, 2)
     for size in ((640, 480),) if quick else ((640, 480), (1280, 720)):
-        ros = measure_ros(model_arg, repeats, 5.0 if quick else 20.0, size)
-        base = measure_ros(model_arg, repeats, 0.0, size, baseline=True)
+        lens = {"first_mask_samples": [], "node_samples": [], "answered": 0, "track_hz": [], "track_node_ms": []}
+        base: list[float] = []
+        for _ in range(rounds):
+            ros = measure_ros(model_arg, repeats, 5.0 if quick else 15.0, size)
+            for key in ("first_mask_samples", "node_samples"):
+                lens[key] += ros[key]
+            lens["answered"] += ros["answered"]
+            for key in ("track_hz", "track_node_ms"):
+                if ros[key] is not None:
+                    lens[key].append(ros[key])
+            base += measure_ros(model_arg, repeats, 0.0, size, baseline=True)["first_mask_samples"]
+        first, naive_node = _median(lens["first_mask_samples"]), _median(base)
         rows.append(
             {
                 "camera": f"{size[0]}x{size[1]}",
-                "naive_in_process_ms": naive_ms,
-                "naive_node_first_mask_ms": base["first_mask_ms"],
-                **ros,
-                "speedup_vs_naive": (
-                    base["first_mask_ms"] / ros["first_mask_ms"]
-                    if ros["first_mask_ms"] and base["first_mask_ms"]
-                    else None
-                ),
+                "naive_in_process_ms": statistics.median(naive),
+                "naive_node_first_mask_ms": naive_node,
+                "first_mask_ms": first,
+                "speedup_vs_naive": naive_node / first if first and naive_node else None,
+                "answered": lens["answered"],
+                "reason_node_ms": _median(lens["node_samples"]),
+                "track_hz": _median(lens["track_hz"]),
+                "track_node_ms": _median(lens["track_node_ms"]),
             }
         )
     return {
         "note": f"Model: {used}. first_mask_ms = /instruction published -> first reasoned ~/segmentation "
-        "received in another process (median of the instructions, each answered on the camera's current "
-        "frame); naive_node_first_mask_ms: the same for bench.naive_node (HF generate -> SamPredictor in its "
-        "callback), speedup_vs_naive = its first mask / lens_node's; track_hz = tracked answers per second "
-        "afterwards.",
+        "received in another process; median over 10 different instructions about the camera's scene (every "
+        "kind), in each of 2 rounds, each answered on the camera's current frame. naive_node_first_mask_ms: the "
+        "same for bench.naive_node (HF generate -> SamPredictor in its callback); speedup_vs_naive = its first "
+        "mask / lens_node's. track_hz = tracked answers per second afterwards.",
         "columns": [
             "camera",
             "naive_in_process_ms",

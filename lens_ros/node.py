@@ -304,6 +304,7 @@ class LensBehaviour:
                 self._report_error(header, instruction.text, exc)
                 return
             self._track_state, self._state_version = state, instruction.version
+        self._attach_depth(decoded)
         self.stats.event("reasoned" if reason else "tracked")
         self.stats.latency("reasoning" if reason else "tracking", result.timings.total_ms)
         self._publish_result(decoded, instruction.text, result, frame.received)
@@ -316,10 +317,7 @@ class LensBehaviour:
         h, w = rgb.shape[:2]
         if h * w > self.config.max_image_pixels:
             raise BadInputError(f"image of {w}x{h} px exceeds max_image_pixels {self.config.max_image_pixels}")
-        decoded = DecodedFrame(msg.header, rgb)
-        if self.config.use_depth and self._depth_expected():
-            self._attach_depth(decoded)
-        return decoded
+        return DecodedFrame(msg.header, rgb)
 
     def _depth_expected(self) -> bool:
         """Depth is flowing, or about to: a publisher is there but nothing has arrived yet (the
@@ -329,8 +327,14 @@ class LensBehaviour:
         return self._depth.latest() is None and self.count_publishers(self._depth_topic) > 0
 
     def _attach_depth(self, decoded: DecodedFrame) -> None:
-        """Find the depth and camera_info of the same time; 3D outputs are skipped (and counted) without."""
+        """Find the depth and camera_info of the same time; 3D outputs are skipped (and counted) without.
+
+        Called after the model: by then the frame's depth has arrived, so nothing waits in front
+        of the model for it (a depth image can arrive a few ms after its colour image).
+        """
         cfg = self.config
+        if not (cfg.use_depth and self._depth_expected()):
+            return
         stamp = stamp_to_s(decoded.header.stamp)
         depth_msg = self._depth.wait_nearest(stamp, cfg.sync_slop_s, cfg.sync_wait_s)
         # the camera_info of that time (waited for like the depth), else the newest: it rarely changes
@@ -504,6 +508,7 @@ class LensBehaviour:
                     response, Segmentation.STATUS_ERROR, f"{type(exc).__name__}: {exc}", msg.header
                 )
         self.stats.event("service")
+        self._attach_depth(decoded)
         status, status_text = messages.status_of(result, self.config.min_score)
         mask = result.masks[0] if result.masks.shape[0] else np.zeros(decoded.rgb.shape[:2], bool)
         pose, _ = self._target_pose(decoded, mask)
