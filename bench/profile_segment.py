@@ -120,14 +120,12 @@ def instrument(pipe: Pipeline) -> Regions:
 
 def drafts_after_answers(pipe: Pipeline, count: int = 20):
     """A callable that gives the pipeline's MLLM the drafter state of a node that has answered
-    ``count`` other instructions (train-split scenes): each profiled call then starts from it,
-    not from the answers of the calls before it."""
+    ``count`` other instructions (train-split scenes) on top of its bundle's n-grams: each
+    profiled call then starts from it, not from the answers of the calls before it."""
     import copy
 
     from bench.model_bench import _scenes
-    from lens_ros.model.speculative import NgramDrafter
 
-    pipe.model.mllm.drafter = NgramDrafter()
     for image, text in _scenes("train", count, 30_000):
         pipe.segment(image, text)
     history = copy.deepcopy(pipe.model.mllm.drafter)

@@ -3,6 +3,8 @@
     <bundle>/config.json          {"format": "lens_ros.bundle", "version": 1, "lens": LensConfig}
     <bundle>/model.safetensors    the whole LensModel state dict (MLLM, context module, segmenter)
     <bundle>/tokenizer.json, tokenizer_config.json, ...   the tokenizer (save_pretrained)
+    <bundle>/draft_ngrams.json    optional: the speculative decoder's starting n-grams
+                                  (lens_ros.model.speculative)
 
 Only safetensors and JSON are read, never pickles. Any missing, corrupt or inconsistent
 file raises ``ModelFileError`` naming the path and what is wrong.
@@ -24,6 +26,7 @@ BUNDLE_FORMAT = "lens_ros.bundle"
 BUNDLE_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+DRAFTS_FILE = "draft_ngrams.json"
 
 
 def is_bundle(path: str | Path) -> bool:
@@ -123,6 +126,11 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu", dtype: tor
     except Exception as exc:
         raise ModelFileError(f"{weights}: corrupt or unreadable safetensors ({type(exc).__name__}: {exc})") from exc
     _load_checked(model, state, weights)
+    drafts = path / DRAFTS_FILE
+    if drafts.is_file():
+        from lens_ros.model.speculative import NgramDrafter
+
+        model.mllm.drafter = NgramDrafter.load(drafts, vocab_size=model.mllm.model.config.text_config.vocab_size)
     model.eval()
     model.to(device)
     return model.cast(dtype) if dtype is not None else model

@@ -21,11 +21,21 @@ so ``draft`` stops at the first unsure token (measured on lens-tiny's answers: e
 answers' continuations seen >= 80 % of the time were right 91 % of the time, < 50 %: 16 %).
 Both are bounded: the history keeps at most ``max_contexts`` contexts with at most
 ``max_followers`` continuations each; the sequence index lives for one generation.
+
+A bundle may ship a starting history (``draft_ngrams.json``, ``save``/``load``: JSON,
+bounded, validated), learned from the model's own answers to training scenes, so that the
+first instructions after start-up are drafted as well as later ones.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from pathlib import Path
+
+from lens_ros.model.types import ModelFileError
+
+DRAFTS_FORMAT = "lens_ros.draft_ngrams"
 
 
 class SequenceIndex:
@@ -122,3 +132,55 @@ class NgramDrafter:
             if best is not None or index.follower(context) is not None:
                 return None  # known but unsure: a shorter context would only guess worse
         return None
+
+    # -- files ------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "format": DRAFTS_FORMAT,
+            "max_n": self.max_n,
+            "learned_sequences": self.learned_sequences,
+            "contexts": [[list(c), [[t, n] for t, n in f.most_common()]] for c, f in self.history.items()],
+        }
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), separators=(",", ":")) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, vocab_size: int, **kwargs) -> NgramDrafter:
+        """A drafter starting from a saved history; ``ModelFileError`` names what is wrong.
+
+        Token ids must lie in [0, vocab_size); the file may not exceed the drafter's bounds.
+        """
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelFileError(f"{path}: cannot read draft n-grams ({exc})") from exc
+        if not isinstance(raw, dict) or raw.get("format") != DRAFTS_FORMAT:
+            raise ModelFileError(f"{path}: not a draft n-gram file (format != {DRAFTS_FORMAT!r})")
+        drafter = cls(max_n=int(raw.get("max_n", 3)), **kwargs)
+        contexts = raw.get("contexts")
+        if not isinstance(contexts, list) or len(contexts) > drafter.max_contexts:
+            raise ModelFileError(f"{path}: 'contexts' must be a list of at most {drafter.max_contexts} entries")
+
+        def token(value) -> int:
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < vocab_size:
+                raise ModelFileError(f"{path}: token id {value!r} outside the vocabulary (0..{vocab_size - 1})")
+            return value
+
+        for entry in contexts:
+            try:
+                context, followers = entry
+                key = tuple(token(t) for t in context)
+                counts = Counter({token(t): int(n) for t, n in followers[: drafter.max_followers]})
+            except ModelFileError:
+                raise
+            except (TypeError, ValueError) as exc:
+                raise ModelFileError(f"{path}: malformed entry {str(entry)[:80]} ({exc})") from exc
+            if not 1 <= len(key) <= drafter.max_n or any(n <= 0 for n in counts.values()):
+                raise ModelFileError(f"{path}: malformed entry {str(entry)[:80]}")
+            drafter.history[key] = counts
+        drafter.learned_sequences = int(raw.get("learned_sequences", 0))
+        return drafter

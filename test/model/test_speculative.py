@@ -146,3 +146,44 @@ def test_batches_and_sampling_decode_one_token_per_step(model, mllm):
     torch.manual_seed(0)
     mllm.generate(_inputs(model), GenerationSettings(max_new_tokens=5, do_sample=True, draft_tokens=4))
     assert (mllm.draft_stats.generations, mllm.drafter.learned_sequences) == (generations, learned)
+
+
+def test_a_saved_history_loads_back_and_bad_files_are_refused(tmp_path):
+    from lens_ros.model.types import ModelFileError
+
+    drafter = NgramDrafter(max_n=2)
+    drafter.learn([1, 2, 3, 4, 2, 3, 5])
+    path = drafter.save(tmp_path / "drafts.json")
+    loaded = NgramDrafter.load(path, vocab_size=10)
+    assert loaded.history == drafter.history and loaded.max_n == 2 and loaded.learned_sequences == 1
+    index = SequenceIndex(2)
+    index.extend([9, 2])
+    assert loaded.draft(index, 2) == drafter.draft(index, 2) != []
+
+    def refused(text: str, match: str, vocab: int = 10, **kwargs) -> None:
+        bad = tmp_path / "bad.json"
+        bad.write_text(text)
+        with pytest.raises(ModelFileError, match=match):
+            NgramDrafter.load(bad, vocab_size=vocab, **kwargs)
+
+    refused("{not json", "cannot read")
+    refused('{"format": "other"}', "not a draft n-gram file")
+    refused(path.read_text(), "outside the vocabulary", vocab=4)
+    refused(path.read_text(), "at most 2 entries", max_contexts=2)
+    refused('{"format": "lens_ros.draft_ngrams", "contexts": [[[1], "x"]]}', "malformed")
+    refused('{"format": "lens_ros.draft_ngrams", "contexts": [[[1], [[2, 0]]]]}', "malformed")
+    refused('{"format": "lens_ros.draft_ngrams", "contexts": [[[1, 2, 3, 4], [[2, 1]]]]}', "malformed")
+
+
+def test_a_bundle_brings_its_draft_table(tiny_bundle, tmp_path):
+    import shutil
+
+    from lens_ros.model.bundle import DRAFTS_FILE, load_bundle
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    assert load_bundle(bundle).mllm.drafter.history == {}  # none shipped: starts empty
+    drafter = NgramDrafter()
+    drafter.learn([3, 4, 5, 6])
+    drafter.save(bundle / DRAFTS_FILE)
+    assert load_bundle(bundle).mllm.drafter.history == drafter.history

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.skipif(not (BUNDLE / "config.json").is_file(), reason="
 
 def test_bundle_is_small_safetensors_with_its_tokenizer():
     files = {p.name for p in BUNDLE.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json"} <= files
+    assert {"config.json", "model.safetensors", "tokenizer.json", "draft_ngrams.json"} <= files
     assert not any(name.endswith((".pt", ".pth", ".bin", ".pkl")) for name in files)
     size = sum(p.stat().st_size for p in BUNDLE.iterdir())
     assert size < 25 * 1024 * 1024, f"bundle is {size / 2**20:.1f} MB"
@@ -71,3 +71,20 @@ def test_bundle_beats_a_random_object_on_fresh_heldout_scenes():
     ciou = _model_ciou(_scenes("heldout", 8))
     chance = _random_object_ciou("heldout", 8)
     assert ciou > max(0.1, 1.5 * chance), f"cIoU {ciou:.3f} vs random-object chance {chance:.3f}"
+
+
+def test_draft_table_is_what_the_bundle_answers_on_training_scenes(tmp_path):
+    """training/tiny/draft_table.py made the shipped draft_ngrams.json from this bundle's answers:
+    the n-grams of its first answers again are (nearly all: another CPU may round differently) in it."""
+    import shutil
+
+    from lens_ros.model.speculative import NgramDrafter
+    from training.tiny.draft_table import write_draft_table
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(BUNDLE, copy)
+    again = NgramDrafter.load(write_draft_table(copy, scenes=6), vocab_size=100_000)
+    shipped = NgramDrafter.load(BUNDLE / "draft_ngrams.json", vocab_size=100_000)
+    assert again.learned_sequences == 6 and shipped.learned_sequences == 40
+    found = [c in shipped.history and set(f) <= set(shipped.history[c]) for c, f in again.history.items()]
+    assert len(found) > 50 and np.mean(found) > 0.9, f"{np.mean(found):.2f} of {len(found)} contexts"

@@ -206,4 +206,7 @@ def export_best(cfg, base: Path, stage1: Path, stage2: Path, results: dict[str, 
         summary["val"] = results["models"][name].get("val", {}).get("all", {})
     out = save_bundle(cfg.out, model, extra=summary)
     print(f"exported {name} from {path} to {out}")
+    from training.tiny.draft_table import write_draft_table
+
+    write_draft_table(out)  # the speculative decoder's starting n-grams, from the shipped weights
     return out
