@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         "note": (
             f"Model {args.model}, device {pipe.device} {str(pipe.dtype).replace('torch.', '')}, "
             f"torch threads {torch.get_num_threads()}; frames {DATA} (640x480), embedding cache cleared "
-            f"before each call; speculative decoding from the drafts of 20 earlier answers (other scenes) "
+            f"before each call; speculative decoding from the bundle's n-grams and 20 earlier answers (other scenes) "
             f"before each call; {args.repeats} calls per table. Self CPU under torch.profiler sums to "
             f"{profiled_ms:.0f} ms per call (profiler overhead included)."
         ),
