@@ -353,7 +353,8 @@ class MLLM(nn.Module):
         if engine not in ("loop", "loop-hf"):
             raise ValueError(f"engine must be 'loop', 'loop-hf' or 'hf', got {engine!r}")
         lean = self.lean_decoder() if engine == "loop" else None
-        if lean is not None and settings.draft_tokens > 0 and not settings.do_sample and inputs.input_ids.shape[0] == 1:
+        one_greedy_row = not settings.do_sample and inputs.input_ids.shape[0] == 1 and settings.max_new_tokens > 0
+        if lean is not None and settings.draft_tokens > 0 and one_greedy_row:
             return self._generate_speculative(inputs, settings, lean)
         hidden, cache, next_pos = self._prefill(inputs)
         mask = inputs.attention_mask

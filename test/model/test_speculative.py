@@ -187,3 +187,8 @@ def test_a_bundle_brings_its_draft_table(tiny_bundle, tmp_path):
     drafter.learn([3, 4, 5, 6])
     drafter.save(bundle / DRAFTS_FILE)
     assert load_bundle(bundle).mllm.drafter.history == drafter.history
+
+
+def test_no_new_tokens_asked_gives_none(model, mllm):
+    out = mllm.generate(_inputs(model), GenerationSettings.greedy(0, draft_tokens=4))
+    assert out.completion_ids == [[]]
