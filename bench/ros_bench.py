@@ -189,8 +189,9 @@ def run(quick: bool, model: str = "lens-tiny") -> dict:
         )
     return {
         "note": f"Model: {used}. first_mask_ms = /instruction published -> first reasoned ~/segmentation "
-        "received in another process; median over 10 different instructions about the camera's scene (every "
-        "kind), in each of 2 rounds, each answered on the camera's current frame. naive_node_first_mask_ms: the "
+        f"received in another process; median over {repeats} different instructions about the camera's scene "
+        f"(every kind), in each of {rounds} round(s), each answered on the camera's current frame. "
+        "naive_node_first_mask_ms: the "
         "same for bench.naive_node (HF generate -> SamPredictor in its callback); speedup_vs_naive = its first "
         "mask / lens_node's. track_hz = tracked answers per second afterwards.",
         "columns": [
