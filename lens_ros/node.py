@@ -41,7 +41,15 @@ from lens_ros.image_conversion import compressed_to_numpy, image_to_numpy, numpy
 from lens_ros.model.types import BadInputError, LensError, SegmentationResult
 from lens_ros.msg import Segmentation
 from lens_ros.node_config import NODE_NAME, NodeConfig, check_value, declare_parameters
-from lens_ros.node_inputs import DecodedFrame, Frame, Instruction, clean_instruction, resolve_device
+from lens_ros.node_inputs import (
+    DecodedFrame,
+    Frame,
+    Instruction,
+    clean_instruction,
+    inference_threads,
+    resolve_device,
+)
+from lens_ros.node_service import SegmentService
 from lens_ros.node_stats import NodeStats
 from lens_ros.ros_env import configure_dds
 from lens_ros.srv import Segment
@@ -51,22 +59,7 @@ OUTPUT_QOS = 10
 PIPELINE_OPTIONS = frozenset({"mask_threshold", "use_box_prompt", "track_with_previous_box", "draft_tokens"})
 
 
-_TORCH_THREADS: list[int] = []  # torch's own default, read before the node first changes it
-
-
-def inference_threads(requested: int) -> int:
-    """Torch intra-op threads of the node: ``requested``, or for 0 torch's default (one per
-    core) less one, at least one: the executor's threads receive camera frames meanwhile,
-    and a torch thread that waits for a core holds up every parallel operation (2-core CPU,
-    through ROS: first mask 308 -> 215 ms, tracking 23 -> 30 Hz with 1 thread instead of 2)."""
-    import torch
-
-    if not _TORCH_THREADS:
-        _TORCH_THREADS.append(torch.get_num_threads())
-    return requested if requested > 0 else max(1, _TORCH_THREADS[0] - 1)
-
-
-class LensBehaviour:
+class LensBehaviour(SegmentService):
     """What the node does; mixed into a plain Node (``LensNode``) or a LifecycleNode."""
 
     # -- set-up -------------------------------------------------------------------------
@@ -475,63 +468,6 @@ class LensBehaviour:
                 values,
             )
         )
-
-    # -- service --------------------------------------------------------------------------
-    def _on_segment_service(self, request, response):
-        """One-shot segmentation; does not change the instruction being tracked."""
-        received = time.monotonic()
-        instruction, problem = clean_instruction(request.instruction, self.config.max_instruction_length)
-        if problem:
-            return self._service_failure(response, Segmentation.STATUS_BAD_INPUT, problem)
-        msg = request.image
-        if msg.width == 0 or msg.height == 0:
-            if self._latest_frame is None:
-                return self._service_failure(
-                    response, Segmentation.STATUS_BAD_INPUT, "empty request image and no camera frame received yet"
-                )
-            msg = self._latest_frame.msg
-        try:
-            decoded = self._decode(msg)
-        except BadInputError as exc:
-            return self._service_failure(response, Segmentation.STATUS_BAD_INPUT, str(exc), msg.header)
-        with self._pipeline_lock:
-            if self.pipeline is None:
-                return self._service_failure(
-                    response, Segmentation.STATUS_ERROR, "model not loaded (inactive)", msg.header
-                )
-            try:
-                result, _ = self.pipeline.segment(decoded.rgb, instruction)
-            except BadInputError as exc:
-                return self._service_failure(response, Segmentation.STATUS_BAD_INPUT, str(exc), msg.header)
-            except Exception as exc:  # reported in the response
-                return self._service_failure(
-                    response, Segmentation.STATUS_ERROR, f"{type(exc).__name__}: {exc}", msg.header
-                )
-        self.stats.event("service")
-        self._attach_depth(decoded)
-        status, status_text = messages.status_of(result, self.config.min_score)
-        mask = result.masks[0] if result.masks.shape[0] else np.zeros(decoded.rgb.shape[:2], bool)
-        pose, _ = self._target_pose(decoded, mask)
-        response.result = messages.segmentation_message(
-            decoded.header,
-            instruction,
-            result,
-            status=status,
-            status_text=status_text,
-            total_ms=(time.monotonic() - received) * 1000.0,
-            poses=[pose],
-        )
-        response.success = status in (Segmentation.STATUS_OK, Segmentation.STATUS_PARSE_FALLBACK)
-        response.message = status_text or "ok"
-        return response
-
-    def _service_failure(self, response, status: int, text: str, header: Header | None = None):
-        self.stats.event("service_rejected")
-        self.get_logger().warning(f"~/segment: {text}", throttle_duration_sec=1.0)
-        response.success = False
-        response.message = messages.bounded(text, 1024)
-        response.result = messages.segmentation_message(header or Header(), "", None, status=status, status_text=text)
-        return response
 
 
 class LensNode(LensBehaviour, Node):

@@ -84,7 +84,7 @@ def test_instructions_are_cleaned_and_bounded():
 
 @pytest.mark.parametrize(("cores", "requested", "threads"), [(2, 0, 1), (1, 0, 1), (16, 0, 15), (2, 2, 2), (16, 4, 4)])
 def test_cpu_threads_default_leaves_a_core_to_the_executor(monkeypatch, cores, requested, threads):
-    import lens_ros.node as node
+    import lens_ros.node_inputs as node
 
     monkeypatch.setattr(node, "_TORCH_THREADS", [cores])
     assert node.inference_threads(requested) == threads
