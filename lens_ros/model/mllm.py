@@ -430,7 +430,8 @@ class MLLM(nn.Module):
             new = new[: min(end, limit - len(tokens))]
             index.extend(new[:-1])
             tokens += new
-            cache.crop(len(new) - len(fed[0]))  # negative: drop the fed tokens that do not stand
+            if len(new) < len(fed[0]):  # drop the fed tokens that do not stand (never crop(0): older
+                cache.crop(len(new) - len(fed[0]))  # transformers read 0 as "keep no tokens")
             next_pos = next_pos + len(new)
             steps, drafted, accepted = steps + 1, drafted + len(draft), accepted + n_ok
         self.draft_stats.add(len(tokens), steps, drafted, accepted)
