@@ -236,6 +236,14 @@ def _scenes(split: str, count: int, first_seed: int) -> list[tuple[np.ndarray, s
     return [(s.image, s.expression) for s in samples]
 
 
+def drafts_after_answers(pipe: Pipeline, count: int = 20):
+    """The drafter of ``pipe``'s MLLM after it answered ``count`` other instructions (train-split
+    scenes, seeds apart from every measured scene), as a copy: a node that has run a while."""
+    for image, text in _scenes("train", count, 30_000):
+        pipe.segment(image, text)
+    return copy.deepcopy(pipe.model.mllm.drafter)
+
+
 def end_to_end(pipe: Pipeline, count: int, shipped) -> list[dict]:
     """New frame + new instruction (each scene's own expression) -> mask, five ways.
 
@@ -251,9 +259,7 @@ def end_to_end(pipe: Pipeline, count: int, shipped) -> list[dict]:
     scenes = _scenes("val", count, 20_000)
     mllm = pipe.model.mllm
     mllm.drafter = copy.deepcopy(shipped)
-    for image, text in _scenes("train", 20, 30_000):
-        pipe.segment(image, text)
-    used = copy.deepcopy(mllm.drafter)
+    used = drafts_after_answers(pipe)
     states = {
         "lens_ros Pipeline.segment, no drafts (draft_tokens 0)": (0, shipped),
         "lens_ros Pipeline.segment, drafts from no n-grams": (None, NgramDrafter()),

@@ -124,11 +124,9 @@ def drafts_after_answers(pipe: Pipeline, count: int = 20):
     profiled call then starts from it, not from the answers of the calls before it."""
     import copy
 
-    from bench.model_bench import _scenes
+    from bench.model_bench import drafts_after_answers as answered
 
-    for image, text in _scenes("train", count, 30_000):
-        pipe.segment(image, text)
-    history = copy.deepcopy(pipe.model.mllm.drafter)
+    history = answered(pipe, count)
 
     def reset() -> None:
         pipe.model.mllm.drafter = copy.deepcopy(history)
@@ -230,9 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "note": (
             f"Model {args.model}, device {pipe.device} {str(pipe.dtype).replace('torch.', '')}, "
-            f"torch threads {torch.get_num_threads()}; frames {DATA} (640x480), embedding cache cleared "
-            f"before each call; speculative decoding from the bundle's n-grams and 20 earlier answers (other scenes) "
-            f"before each call; {args.repeats} calls per table. Self CPU under torch.profiler sums to "
+            f"torch threads {torch.get_num_threads()}; frames {DATA} (640x480); before each call the "
+            f"embedding cache is cleared and the speculative decoder starts from the bundle's n-grams and 20 "
+            f"earlier answers (other scenes); {args.repeats} calls per table. Self CPU under torch.profiler sums to "
             f"{profiled_ms:.0f} ms per call (profiler overhead included)."
         ),
         "sections": {

@@ -117,7 +117,8 @@ class NgramDrafter:
         recent = index.tokens[-self.max_n :] + drafted
         for n in range(min(self.max_n, len(recent)), 0, -1):
             context = tuple(recent[-n:])
-            in_sequence = index.follower(context) if n >= self.min_sequence_n else None
+            seen = index.follower(context)
+            in_sequence = seen if n >= self.min_sequence_n else None
             followers = self.history.get(context)
             best, share = None, 0.0
             if followers:
@@ -129,7 +130,7 @@ class NgramDrafter:
                 return in_sequence
             if best is not None and share >= self.min_share:
                 return best
-            if best is not None or index.follower(context) is not None:
+            if best is not None or seen is not None:
                 return None  # known but unsure: a shorter context would only guess worse
         return None
 
