@@ -22,7 +22,7 @@ $(STAMPS)/deps: requirements.txt requirements.lock
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=24" "setuptools>=70" wheel
 	$(PY) -m pip install -q -r requirements.txt -c requirements.lock
-	$(PY) -m pip install -q --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e . 
 	@mkdir -p $(STAMPS) && touch $@
 
 $(STAMPS)/interfaces: $(STAMPS)/deps $(BUILD_INPUTS) tools/build_interfaces.sh
@@ -52,7 +52,7 @@ bench-full: setup
 	$(PY) -m bench.run
 
 embedded-model: setup
-	$(PY) -m training.tiny.build_embedded
+	$(PY) -m lens_training.tiny.build_embedded
 
 # Re-resolve the pinned set (run after editing requirements.txt, then commit the lock).
 lock:

@@ -15,13 +15,19 @@ setup(
     description="Language-instructed segmentation for robots: LENS (Qwen2.5-VL + context module + SAM) on ROS 2",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["lens_ros", "lens_ros.*", "training", "training.*", "bench", "bench.*"]),
+    # training/ is imported as `lens_training`: the sam2 wheel installs an unrelated top-level
+    # package named `training`, so that name is ambiguous in any environment with sam2.
+    packages=[
+        *find_packages(include=["lens_ros", "lens_ros.*", "bench", "bench.*"]),
+        *("lens_training" + name[len("training") :] for name in find_packages(include=["training", "training.*"])),
+    ],
+    package_dir={"lens_training": "training"},
     package_data={"lens_ros": ["weights/*/*"]},
     entry_points={
         "console_scripts": [
             "lens-predict = lens_ros.cli.predict:main",
-            "lens-train = lens_ros.cli.training_entry:train",
-            "lens-eval = lens_ros.cli.training_entry:evaluate",
+            "lens-train = lens_training.cli:main",
+            "lens-eval = lens_training.evaluate:main",
             "lens-launch = lens_ros.launch_cli:main",
             "lens-demo = lens_ros.demo:main",
             "lens-node = lens_ros.node:main",

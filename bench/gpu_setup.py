@@ -197,7 +197,7 @@ class Bench:
 
             from lens_ros.model import prompts
             from lens_ros.model.mllm import MLLM, ImageConfig
-            from training.tiny.tokenizer import build_tiny_tokenizer
+            from lens_training.tiny.tokenizer import build_tiny_tokenizer
 
             tokenizer = build_tiny_tokenizer()
             ids = {

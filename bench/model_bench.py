@@ -32,7 +32,7 @@ INSTRUCTION = "the red cube"
 
 def _frames(size: tuple[int, int], count: int) -> list[np.ndarray]:
     """Synthetic tabletop frames (W, H) = size; each a different scene."""
-    from training.data.synthetic_world import generate_sample
+    from lens_ros.world.scene import generate_sample
 
     return [generate_sample(seed=10_000 + i, split="val", size=size).image for i in range(count)]
 
@@ -230,7 +230,7 @@ def tracking(pipe: Pipeline, sizes: dict[str, tuple[int, int]], count: int) -> l
 
 def _scenes(split: str, count: int, first_seed: int) -> list[tuple[np.ndarray, str]]:
     """(640x480 frame, the world's referring expression for it): every kind of instruction."""
-    from training.data.synthetic_world import generate_sample
+    from lens_ros.world.scene import generate_sample
 
     samples = (generate_sample(seed=first_seed + i, split=split, size=(640, 480)) for i in range(count))
     return [(s.image, s.expression) for s in samples]

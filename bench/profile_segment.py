@@ -203,7 +203,7 @@ def top_costs(pipe: Pipeline, samples, repeats: int, top: int, reset_drafts) -> 
 
 def main(argv: list[str] | None = None) -> int:
     from bench.results_io import write_results
-    from training.data.specs import build_dataset
+    from lens_training.data.specs import build_dataset
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="lens-tiny")

@@ -22,7 +22,7 @@ def scene_instructions(count: int) -> list[str]:
     """``count`` different instructions about the camera's scene, every kind in turn (the
     world's own expressions: simple, relational, reasoning); none repeats, so no answer is
     drafted from an identical earlier one."""
-    from training.data.synthetic_world import KINDS, SceneAnimator
+    from lens_ros.world.scene import KINDS, SceneAnimator
 
     animator = SceneAnimator(SCENE_SEED, size=(640, 480))
     texts: list[str] = []

@@ -16,7 +16,7 @@ import sys
 import numpy as np
 
 from lens_ros.model.pipeline import Pipeline
-from training.data.specs import build_dataset
+from lens_training.data.specs import build_dataset
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

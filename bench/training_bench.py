@@ -1,13 +1,13 @@
 """Training throughput of LENS-tiny with the real stage code (no ROS, no checkpoints).
 
-- stage 1 (``training.stage1.train_stage1``: context module only, BCE + Dice), batch 8:
+- stage 1 (``lens_training.stage1.train_stage1``: context module only, BCE + Dice), batch 8:
   samples/s and steps/s with the data synthesised in the training loop (num_workers=0,
   the baseline) vs one data-loader process (num_workers=1), and their ratio;
-- stage 2 (``training.stage2.train_stage2``: GRPO rollouts, reference log-probs, policy
+- stage 2 (``lens_training.stage2.train_stage2``: GRPO rollouts, reference log-probs, policy
   forward/backward + BCE/Dice), batch 2 prompts x group 4, 72 new tokens at most:
   prompts/s and rollouts/s.
 
-Configurations as ``training.tiny.build_embedded`` sets them (CoT, fp32, lr/warm-up, stage 2
+Configurations as ``lens_training.tiny.build_embedded`` sets them (CoT, fp32, lr/warm-up, stage 2
 with seed 1 and beta 0.04), starting from the shipped bundle ``lens_ros/weights/lens-tiny``
 on ``synthetic:train:100000:320x240``; out_dir in a temporary directory, TensorBoard,
 progress bar and intermediate checkpoints off (the final export runs after the timed loop).
@@ -28,7 +28,7 @@ import time
 import torch
 
 DATA = "synthetic:train:100000:320x240"
-# as in training.tiny.build_embedded's stage configurations (which the runs use)
+# as in lens_training.tiny.build_embedded's stage configurations (which the runs use)
 STAGE1_BATCH = 8
 STAGE2_BATCH, GROUP_SIZE, MAX_NEW_TOKENS = 2, 4, 72
 
@@ -40,11 +40,11 @@ def tiny_bundle() -> str:
 
 
 def _configs(steps1: int, steps2: int, workers: int, device: str, out: str):
-    """The embedded build's stage configurations (training.tiny.build_embedded), shortened,
+    """The embedded build's stage configurations (lens_training.tiny.build_embedded), shortened,
     on the shipped bundle, without TensorBoard or intermediate checkpoints."""
     import dataclasses
 
-    from training.tiny.build_embedded import BuildConfig, stage1_config, stage2_config
+    from lens_training.tiny.build_embedded import BuildConfig, stage1_config, stage2_config
 
     build = BuildConfig(
         stage1_steps=steps1, stage2_steps=steps2, device=device, workers=workers, threads=torch.get_num_threads()
@@ -86,8 +86,8 @@ def timed_run(train_fn, cfg) -> dict:
 
 
 def run(quick: bool, device: str = "cpu") -> dict:
-    from training.stage1 import train_stage1
-    from training.stage2 import train_stage2
+    from lens_training.stage1 import train_stage1
+    from lens_training.stage2 import train_stage2
 
     stage1_steps, stage2_steps = (4, 3) if quick else (25, 12)
     stage1_rows = []

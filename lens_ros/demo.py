@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import rclpy
 
-    from training.data.synthetic_world import SceneAnimator
+    from lens_ros.world.scene import SceneAnimator
 
     specs = node_specs({"use_sim_camera": "true", "preset": options.model, "device": options.device})
     camera = {"seed": options.seed, "width": options.width, "height": options.height}

@@ -96,7 +96,7 @@ class SimCamera(Node):
         if not (0.0 < self.rate_hz <= 1000.0) or self.width < 16 or self.height < 16:
             raise ValueError("rate_hz must be in (0, 1000] and width/height at least 16")
 
-        from training.data.synthetic_world import SceneAnimator
+        from lens_ros.world.scene import SceneAnimator
 
         self.animator = SceneAnimator(self.seed, size=(self.width, self.height))
         sensor = QoSProfile(depth=2, reliability=qos_profile_sensor_data.reliability)

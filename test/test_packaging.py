@@ -20,9 +20,10 @@ def clean_env() -> dict[str, str]:
 
 
 def test_training_is_this_projects_package_from_any_directory(tmp_path):
-    # The sam2 wheel installs an unrelated top-level package named `training`.
+    # The sam2 wheel installs an unrelated top-level package named `training`; ours is
+    # imported as `lens_training` (its folder is training/), whatever is imported first.
     out = subprocess.run(
-        [sys.executable, "-c", "import lens_ros, training; print(training.__file__)"],
+        [sys.executable, "-c", "import lens_training; print(lens_training.__file__)"],
         cwd=tmp_path,
         env=clean_env(),
         capture_output=True,

@@ -1,7 +1,7 @@
 """``lens-train stage1|stage2 --config <yaml> [key=value ...]``
 
 Single process:  lens-train stage1 --config config/training/stage1_tiny.yaml max_steps=50
-Several GPUs:    torchrun --nproc_per_node 8 -m training.cli stage2 --config config/training/stage2.yaml
+Several GPUs:    torchrun --nproc_per_node 8 -m lens_training.cli stage2 --config config/training/stage2.yaml
 3B, sharded:     ... --config config/training/stage2.yaml --config config/training/fsdp_3b.yaml
 A run whose out_dir holds a checkpoint resumes from it (``resume=false`` starts over).
 """
@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from training.config import Stage1Config, Stage2Config, config_to_dict, load_config
+from lens_training.config import Stage1Config, Stage2Config, config_to_dict, load_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,11 +39,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(config_to_dict(cfg), indent=2))
         return 0
     if args.stage == "stage1":
-        from training.stage1 import train_stage1
+        from lens_training.stage1 import train_stage1
 
         result = train_stage1(cfg)
     else:
-        from training.stage2 import train_stage2
+        from lens_training.stage2 import train_stage2
 
         result = train_stage2(cfg)
     print(

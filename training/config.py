@@ -36,7 +36,7 @@ class TrainConfig:
     init_from: str = ""  # optional training checkpoint or bundle whose weights start the run
     cot: bool = False  # chain-of-thought prompts/answers (<think>...</think><answer>...</answer>)
     # data
-    data: str = "synthetic:train"  # data spec, see training.data.specs.build_dataset
+    data: str = "synthetic:train"  # data spec, see lens_training.data.specs.build_dataset
     batch_size: int = 4  # per process, per micro-step
     grad_accum: int = 1
     max_steps: int = 100  # optimizer steps; <= 0 derives them from epochs
@@ -80,7 +80,7 @@ class Stage2Config(TrainConfig):
     out_dir: str = "runs/stage2"
     lr: float = 3e-6
     # rollouts
-    rollout_engine: str = "hf"  # "hf" (transformers generate), "loop" (faster on CPU); more in training.rollout
+    rollout_engine: str = "hf"  # "hf" (transformers generate), "loop" (faster on CPU); more in lens_training.rollout
     group_size: int = 8
     temperature: float = 0.9
     top_p: float = 0.9

@@ -26,10 +26,10 @@ from torch import nn
 from lens_ros.model.mllm import GenerationSettings
 from lens_ros.model.prompts import parse_answer
 from lens_ros.model.vision_input import scale_box
-from training.config import EvalConfig
-from training.data.dataset import Sample, SegmentationDataset
-from training.metrics import SegmentationMeter
-from training.rewards import box_iou
+from lens_training.config import EvalConfig
+from lens_training.data.dataset import Sample, SegmentationDataset
+from lens_training.metrics import SegmentationMeter
+from lens_training.rewards import box_iou
 
 
 @torch.no_grad()
@@ -143,9 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=128)
     args = parser.parse_args(argv)
 
-    from training.data.specs import build_one, split_specs
-    from training.model_setup import load_lens_model
-    from training.runtime import resolve_device
+    from lens_training.data.specs import build_one, split_specs
+    from lens_training.model_setup import load_lens_model
+    from lens_training.runtime import resolve_device
 
     cfg = EvalConfig(
         model=args.model,

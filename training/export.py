@@ -1,6 +1,6 @@
 """Final weights -> the model bundle that ``lens-predict`` and the node load.
 
-    python -m training.export --run runs/stage2 --model <base bundle or tiny-random> --out weights/lens-tiny
+    python -m lens_training.export --run runs/stage2 --model <base bundle or tiny-random> --out weights/lens-tiny
 
 A bundle is written by ``lens_ros.model.bundle.save_bundle`` (config JSON + safetensors +
 tokenizer files). LoRA adapters are merged into their base weights first, on a copy.
@@ -18,7 +18,7 @@ from typing import Any
 from safetensors.torch import load_file
 from torch import nn
 
-from training.model_setup import apply_lora, has_lora, load_lens_model, load_partial_weights, merge_lora
+from lens_training.model_setup import apply_lora, has_lora, load_lens_model, load_partial_weights, merge_lora
 
 
 def export_bundle(model: nn.Module, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
@@ -56,7 +56,7 @@ def export_run(run_dir: str | Path, base_model: str, out_dir: str | Path, seed: 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m training.export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m lens_training.export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--run", required=True, help="run directory (its final/) or a checkpoint directory")
     parser.add_argument("--model", required=True, help="base model: bundle directory or tiny-random")

@@ -101,7 +101,7 @@ def export_copy(model: nn.Module, lens: nn.Module, cfg: Any) -> nn.Module:
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
     from lens_ros.model.lens import LensModel
-    from training.model_setup import apply_lora
+    from lens_training.model_setup import apply_lora
 
     weights = get_model_state_dict(model, options=_options(cpu_offload=True))
     if dist.get_rank() != 0:

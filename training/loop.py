@@ -25,9 +25,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
-from training.config import TrainConfig, config_to_dict
-from training.data.dataset import SegmentationDataset, collate
-from training.fsdp import (
+from lens_training.config import TrainConfig, config_to_dict
+from lens_training.data.dataset import SegmentationDataset, collate
+from lens_training.fsdp import (
     apply_full_state,
     clip_grad_norm,
     export_copy,
@@ -36,7 +36,7 @@ from training.fsdp import (
     optimizer_shard_name,
     wrap_fsdp,
 )
-from training.runtime import (
+from lens_training.runtime import (
     DistributedContext,
     ResumableBatches,
     ScalarLogger,

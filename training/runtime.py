@@ -1,7 +1,7 @@
 """What every training loop needs around its loss: device, precision, processes, data order,
 learning-rate schedule, checkpoints that resume bit-identically, logging.
 
-Distributed runs are launched by torchrun (``torchrun --nproc_per_node 8 -m training.cli
+Distributed runs are launched by torchrun (``torchrun --nproc_per_node 8 -m lens_training.cli
 stage1 ...``): RANK / WORLD_SIZE / LOCAL_RANK come from the environment; NCCL on GPUs,
 gloo on CPU. A single process needs nothing.
 """

@@ -23,12 +23,12 @@ from torch import nn
 
 from lens_ros.model import prompts
 from lens_ros.model.vision_input import smart_resize
-from training.config import Stage1Config
-from training.data.dataset import Batch, SegmentationDataset
-from training.loop import TrainResult, setup_process, train
-from training.losses import segmentation_loss
-from training.model_setup import count_parameters, freeze_stage1, load_init_weights, load_lens_model
-from training.runtime import seed_everything
+from lens_training.config import Stage1Config
+from lens_training.data.dataset import Batch, SegmentationDataset
+from lens_training.loop import TrainResult, setup_process, train
+from lens_training.losses import segmentation_loss
+from lens_training.model_setup import count_parameters, freeze_stage1, load_init_weights, load_lens_model
+from lens_training.runtime import seed_everything
 
 
 def mllm_box(model: nn.Module, image_hw: tuple[int, int], box) -> tuple[float, float, float, float]:
@@ -121,7 +121,7 @@ class Stage1Objective(nn.Module):
 
 def export_stage(model: nn.Module, directory) -> None:
     """Write the trained LensModel as a model bundle in ``directory``."""
-    from training.export import export_bundle
+    from lens_training.export import export_bundle
 
     export_bundle(model, directory)
 
@@ -141,7 +141,7 @@ def train_stage1(
     if cfg.init_from:
         load_init_weights(model, cfg.init_from)
     if dataset is None:
-        from training.data.specs import build_dataset
+        from lens_training.data.specs import build_dataset
 
         dataset = build_dataset(cfg.data)
     objective = Stage1Objective(model, cfg.cot, cfg.bce_weight, cfg.dice_weight)

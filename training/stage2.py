@@ -25,12 +25,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from training.config import Stage2Config
-from training.data.dataset import Batch, SegmentationDataset
-from training.grpo import group_advantages, grpo_loss
-from training.loop import TrainResult, setup_process, train
-from training.losses import segmentation_loss
-from training.model_setup import (
+from lens_training.config import Stage2Config
+from lens_training.data.dataset import Batch, SegmentationDataset
+from lens_training.grpo import group_advantages, grpo_loss
+from lens_training.loop import TrainResult, setup_process, train
+from lens_training.losses import segmentation_loss
+from lens_training.model_setup import (
     adapters_disabled,
     apply_lora,
     count_parameters,
@@ -39,9 +39,9 @@ from training.model_setup import (
     load_lens_model,
     segmenter_parts,
 )
-from training.rewards import RewardWeights, unified_rewards
-from training.rollout import HFRolloutEngine, RolloutEngine, RolloutRequest, SamplingSettings, build_engine
-from training.runtime import autocast_dtype, seed_everything
+from lens_training.rewards import RewardWeights, unified_rewards
+from lens_training.rollout import HFRolloutEngine, RolloutEngine, RolloutRequest, SamplingSettings, build_engine
+from lens_training.runtime import autocast_dtype, seed_everything
 
 
 def repeat_rows(items: list, times: int) -> list:
@@ -224,7 +224,7 @@ def rollout_box(text: str, resized_hw: tuple[int, int], image_hw: tuple[int, int
 
 def export_stage(model: nn.Module, directory) -> None:
     """Write the trained LensModel (LoRA merged) as a model bundle in ``directory``."""
-    from training.export import export_bundle
+    from lens_training.export import export_bundle
 
     export_bundle(model, directory)
 
@@ -243,7 +243,7 @@ def train_stage2(
     if cfg.init_from:
         load_init_weights(model, cfg.init_from)
     if dataset is None:
-        from training.data.specs import build_dataset
+        from lens_training.data.specs import build_dataset
 
         dataset = build_dataset(cfg.data)
     model.to(device)

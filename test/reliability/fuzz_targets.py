@@ -12,7 +12,7 @@ Targets:
 - ``parser``: ``parse_answer`` (and ``clean_instruction``) on model completions;
 - ``image``: ``image_to_numpy`` on real ``sensor_msgs/Image`` messages, then ``to_rgb8``,
   ``depth_to_metres`` and the ``numpy_to_image`` round trip on what it returns;
-- ``config``: ``training.config.load_config`` (YAML file + key=value overrides) and
+- ``config``: ``lens_training.config.load_config`` (YAML file + key=value overrides) and
   ``lens_ros.node_config.read_params_file`` / ``check_value`` on the same file.
 
 A target fails (libFuzzer writes a crash file and exits non-zero) only when an exception
@@ -54,8 +54,8 @@ with atheris.instrument_imports(include=["yaml"]):
 atheris.enabled_hooks.add("RegEx")
 atheris.enabled_hooks.add("str")
 
-with atheris.instrument_imports(include=["lens_ros", "training"]):
-    import lens_ros  # noqa: F401  (first: makes `import training` find this project's package)
+with atheris.instrument_imports(include=["lens_ros", "lens_training"]):
+    import lens_ros  # noqa: F401  (first: makes `import lens_training` find this project's package)
     from lens_ros.image_conversion import (
         DEPTH_ENCODINGS,
         ENCODINGS,
@@ -75,7 +75,7 @@ with atheris.instrument_imports(include=["lens_ros", "training"]):
     )
     from lens_ros.model.types import BadInputError, ConfigError
     from lens_ros.node_config import NodeConfig, check_value, read_params_file
-    from training.config import EvalConfig, Stage1Config, Stage2Config, load_config
+    from lens_training.config import EvalConfig, Stage1Config, Stage2Config, load_config
 
 SELF_CHECK = False
 

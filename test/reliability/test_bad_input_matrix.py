@@ -33,7 +33,7 @@ SERVED = (Segmentation.STATUS_OK, Segmentation.STATUS_NO_OBJECT, Segmentation.ST
 
 
 def scene_frame():
-    from training.data.synthetic_world import SceneAnimator
+    from lens_ros.world.scene import SceneAnimator
 
     return SceneAnimator(SCENE["seed"], size=(W, H)).frame(SCENE["t"])
 

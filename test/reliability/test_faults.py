@@ -21,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def scene_image(seed: int = 3) -> np.ndarray:
-    from training.data.synthetic_world import generate_sample
+    from lens_ros.world.scene import generate_sample
 
     return generate_sample(seed=seed, split="val", size=(160, 120)).image
 
@@ -134,7 +134,7 @@ def test_node_killed_and_restarted_resumes_the_last_instruction(launcher, probe)
         "an answer from the restarted node without a new instruction",
     )
     assert seg.instruction == "object 1"
-    from training.data.synthetic_world import SceneAnimator
+    from lens_ros.world.scene import SceneAnimator
 
     truth = SceneAnimator(SCENE["seed"], size=(SCENE["width"], SCENE["height"])).frame(SCENE["t"]).objects[1]
     assert seg.objects and seg.objects[0].label == truth.name

@@ -86,7 +86,7 @@ values = st.one_of(
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(keys, values).map(lambda kv: f"{kv[0]}={kv[1]}"), max_size=4))
 def test_training_config_overrides_raise_only_config_errors(overrides):
-    from training.config import Stage2Config, load_config
+    from lens_training.config import Stage2Config, load_config
 
     try:
         load_config(Stage2Config, None, overrides)
@@ -97,7 +97,7 @@ def test_training_config_overrides_raise_only_config_errors(overrides):
 @settings(max_examples=150, deadline=None)
 @given(st.text(max_size=300))
 def test_training_config_files_raise_only_config_errors(tmp_path_factory, text):
-    from training.config import Stage1Config, load_config
+    from lens_training.config import Stage1Config, load_config
 
     path = tmp_path_factory.mktemp("cfg") / "stage1.yaml"
     path.write_text(text)

@@ -84,7 +84,7 @@ def test_pickle_only_in_the_restricted_unpickler():
 def test_restricted_unpickler_refuses_code(tmp_path):
     import pickle
 
-    from training.data.refer import load_plain_pickle
+    from lens_training.data.refer import load_plain_pickle
 
     class Evil:
         def __reduce__(self):

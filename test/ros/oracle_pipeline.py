@@ -21,7 +21,7 @@ from lens_ros.model.types import BadInputError, SegmentationResult, Timings
 
 class OraclePipeline:
     def __init__(self, seed: int, t: float, size: tuple[int, int]) -> None:
-        from training.data.synthetic_world import SceneAnimator
+        from lens_ros.world.scene import SceneAnimator
 
         self.frame = SceneAnimator(seed, size=size).frame(t)
         self.calls = {"segment": 0, "track": 0}

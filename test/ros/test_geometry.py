@@ -8,7 +8,7 @@ import pytest
 from lens_ros import geometry
 from lens_ros.model.types import BadInputError
 from lens_ros.sim_camera import ros_intrinsics
-from training.data.synthetic_world import SceneAnimator
+from lens_ros.world.scene import SceneAnimator
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 5])

@@ -29,7 +29,7 @@ NODE = "/lens_node"
 
 
 def ground_truth_frame():
-    from training.data.synthetic_world import SceneAnimator
+    from lens_ros.world.scene import SceneAnimator
 
     return SceneAnimator(SCENE["seed"], size=(SCENE["width"], SCENE["height"])).frame(SCENE["t"])
 

@@ -30,7 +30,7 @@ def stamp_of(msg) -> tuple[int, int]:
 
 @pytest.mark.skipif(not (EMBEDDED / "config.json").is_file(), reason="embedded lens-tiny weights not built yet")
 def test_embedded_model_masks_and_poses_match_the_ground_truth(launcher, probe):
-    from training.data.synthetic_world import SceneAnimator
+    from lens_ros.world.scene import SceneAnimator
 
     specs = node_specs({"use_sim_camera": "true", "device": "cpu"})  # the params file's model: lens-tiny
     camera = frozen_camera_parameters(SCENE)

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.ros
 
 
 def ground_truth_frame():
-    from training.data.synthetic_world import SceneAnimator
+    from lens_ros.world.scene import SceneAnimator
 
     return SceneAnimator(SCENE["seed"], size=(SCENE["width"], SCENE["height"])).frame(SCENE["t"])
 

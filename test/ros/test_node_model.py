@@ -75,7 +75,7 @@ def test_later_frames_are_tracked_without_new_reasoning(running, probe):
 
 
 def test_segment_service_with_the_real_model(running, probe):
-    from training.data.synthetic_world import SceneAnimator
+    from lens_ros.world.scene import SceneAnimator
 
     image = SceneAnimator(2, size=(96, 64)).frame(0.0).image
     client = probe.node.create_client(Segment, "/lens_node/segment")
@@ -90,7 +90,7 @@ def test_segment_service_with_the_real_model(running, probe):
 
 @pytest.mark.slow
 def test_onnx_segmenter_backend_parameter_reaches_the_pipeline(launcher, probe, tiny_bundle):
-    from training.data.synthetic_world import SceneAnimator
+    from lens_ros.world.scene import SceneAnimator
 
     spec = next(s for s in node_specs({"preset": str(tiny_bundle), "device": "cpu"}) if s.name == "lens_node")
     launcher.start([dataclasses.replace(spec, parameters={**spec.parameters, "segmenter_backend": "onnx"})])

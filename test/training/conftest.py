@@ -30,7 +30,7 @@ def tiny_lens(tiny_lens_base):
 @pytest.fixture(scope="session")
 def world_batch_samples():
     """Four small synthetic-world samples (64x48)."""
-    from training.data.synthetic_dataset import SyntheticWorldDataset
+    from lens_training.data.synthetic_dataset import SyntheticWorldDataset
 
     ds = SyntheticWorldDataset("train", length=4, size=(64, 48))
     return [ds[i] for i in range(4)]

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from lens_ros.model.types import ConfigError
-from training.config import Stage1Config, Stage2Config, load_config
+from lens_training.config import Stage1Config, Stage2Config, load_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config/training"
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from training.data.dataset import ListDataset, Sample, box_from_mask, check_sample, collate
-from training.data.reasonseg import ReasonSegDataset, masks_from_shapes
-from training.data.refer import RefDataset, decode_rle, load_plain_pickle
+from lens_training.data.dataset import ListDataset, Sample, box_from_mask, check_sample, collate
+from lens_training.data.reasonseg import ReasonSegDataset, masks_from_shapes
+from lens_training.data.refer import RefDataset, decode_rle, load_plain_pickle
 
 
 def _rle_string(counts):

@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from training.config import Stage1Config, load_config
-from training.stage1 import train_stage1
+from lens_training.config import Stage1Config, load_config
+from lens_training.stage1 import train_stage1
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMON = [
@@ -42,7 +42,7 @@ def test_two_gloo_processes_equal_one_process_with_double_batch(tmp_path, tiny_l
         "--nproc_per_node",
         "2",
         "-m",
-        "training.cli",
+        "lens_training.cli",
         "stage1",
         f"out_dir={tmp_path / 'two'}",
         "batch_size=2",
@@ -79,7 +79,7 @@ def test_fsdp_two_processes_match_one_process_and_resume(tmp_path, tiny_lens):
         "--nproc_per_node",
         "2",
         "-m",
-        "training.cli",
+        "lens_training.cli",
         "stage1",
         f"out_dir={tmp_path / 'fsdp'}",
         "batch_size=2",

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-import training.evaluate as evaluate_module
-from training.data.dataset import ListDataset, Sample
-from training.evaluate import evaluate_dataset, main
+import lens_training.evaluate as evaluate_module
+from lens_training.data.dataset import ListDataset, Sample
+from lens_training.evaluate import evaluate_dataset, main
 
 
 def _sample(mask, kind):

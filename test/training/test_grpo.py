@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from training.grpo import group_advantages, grpo_loss, k3_kl, token_logprobs
+from lens_training.grpo import group_advantages, grpo_loss, k3_kl, token_logprobs
 
 
 def test_group_advantages_hand_computed():

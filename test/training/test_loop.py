@@ -4,8 +4,8 @@ import torch
 from safetensors.torch import load_file
 from toy_lens_free_objective import ToyObjective, toy_dataset
 
-from training.config import Stage1Config, load_config
-from training.loop import setup_process, train
+from lens_training.config import Stage1Config, load_config
+from lens_training.loop import setup_process, train
 
 
 def _cfg(tmp_path, name, **overrides):
@@ -66,7 +66,7 @@ class _Killed(Exception):
 def test_resume_continues_bit_identically(tmp_path, monkeypatch):
     full, _ = _run(_cfg(tmp_path, "full"))
     # the same run dies right after writing its step-4 checkpoint, then resumes in a fresh process state
-    import training.loop as loop
+    import lens_training.loop as loop
 
     real_save = loop.save_checkpoint
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from training.metrics import SegmentationMeter, mask_iou
+from lens_training.metrics import SegmentationMeter, mask_iou
 
 
 def _mask(shape, y0, y1, x0, x1):

@@ -12,10 +12,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from training.config import Stage1Config, Stage2Config, load_config
-from training.data.dataset import ListDataset
-from training.stage1 import train_stage1
-from training.stage2 import train_stage2
+from lens_training.config import Stage1Config, Stage2Config, load_config
+from lens_training.data.dataset import ListDataset
+from lens_training.stage1 import train_stage1
+from lens_training.stage2 import train_stage2
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMON = [
@@ -46,7 +46,7 @@ def test_stage1_killed_with_sigkill_resumes_bit_identically(tmp_path, tiny_lens)
     cfg = load_config(Stage1Config, None, [f"out_dir={tmp_path / 'full'}", *COMMON])
     full = train_stage1(cfg, model=tiny_lens)
 
-    command = [sys.executable, "-m", "training.cli", "stage1", f"out_dir={tmp_path / 'killed'}", *COMMON]
+    command = [sys.executable, "-m", "lens_training.cli", "stage1", f"out_dir={tmp_path / 'killed'}", *COMMON]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     latest = tmp_path / "killed/checkpoints/latest"
@@ -71,7 +71,7 @@ class _Killed(Exception):
 
 
 def test_stage2_resume_reproduces_sampling_and_weights(tmp_path, tiny_lens, world_batch_samples, monkeypatch):
-    import training.loop as loop
+    import lens_training.loop as loop
 
     data = ListDataset(world_batch_samples)
     args = [

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lens_ros.model.prompts import parse_answer
-from training.rewards import (
+from lens_training.rewards import (
     RewardWeights,
     box_iou,
     box_iou_reward,

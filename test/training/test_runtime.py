@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from training.data.specs import build_dataset, split_specs
-from training.losses import segmentation_loss
-from training.runtime import (
+from lens_training.data.specs import build_dataset, split_specs
+from lens_training.losses import segmentation_loss
+from lens_training.runtime import (
     ResumableBatches,
     cosine_schedule,
     latest_checkpoint,

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from training.config import Stage1Config, Stage2Config, load_config
-from training.data.dataset import ListDataset, collate
-from training.stage1 import Stage1Objective, train_stage1
-from training.stage2 import Stage2Objective, train_stage2
+from lens_training.config import Stage1Config, Stage2Config, load_config
+from lens_training.data.dataset import ListDataset, collate
+from lens_training.stage1 import Stage1Objective, train_stage1
+from lens_training.stage2 import Stage2Objective, train_stage2
 
 
 def _changed(model, before):
@@ -131,7 +131,7 @@ def test_train_functions_run_from_python_and_export_a_bundle(tmp_path, tiny_lens
 
 def test_teacher_answer_uses_the_mllm_frame(tiny_lens):
     from lens_ros.model.prompts import parse_answer
-    from training.stage1 import mllm_box, teacher_answer
+    from lens_training.stage1 import mllm_box, teacher_answer
 
     # the tiny model's MLLM sees at most 64x64 pixels: a 128x96 image is resized by about 1/2
     box = mllm_box(tiny_lens, (96, 128), (16, 32, 64, 96))
@@ -149,7 +149,7 @@ def test_lora_run_exports_a_merged_bundle(tmp_path, tiny_lens, world_batch_sampl
     import copy
 
     from lens_ros.model.bundle import load_bundle
-    from training.export import export_run
+    from lens_training.export import export_run
 
     base = copy.deepcopy(tiny_lens)
     base_dir = tmp_path / "base"
@@ -184,7 +184,7 @@ def test_lora_run_exports_a_merged_bundle(tmp_path, tiny_lens, world_batch_sampl
 
 
 def test_loop_rollouts_never_contain_image_tokens(tiny_lens, world_batch_samples):
-    from training.rollout import RolloutRequest, SamplingSettings, build_engine
+    from lens_training.rollout import RolloutRequest, SamplingSettings, build_engine
 
     engine = build_engine("loop", mllm=tiny_lens.mllm)
     calls = []
@@ -206,7 +206,7 @@ def test_loop_rollouts_never_contain_image_tokens(tiny_lens, world_batch_samples
 
 
 def test_jittered_boxes_are_deterministic_near_the_truth_and_inside_the_image():
-    from training.stage1 import jittered_boxes
+    from lens_training.stage1 import jittered_boxes
 
     gt = torch.tensor([[10.0, 20.0, 50.0, 60.0], [0.0, 0.0, 8.0, 8.0]])
     a = jittered_boxes(gt, [(48, 64), (48, 64)], "key")
@@ -238,7 +238,7 @@ def test_stage1_of_a_box_prompt_model_prompts_with_the_box(tiny_lens, world_batc
 
 
 def test_stage2_of_a_box_prompt_model_uses_each_rollouts_own_box(tiny_lens, world_batch_samples):
-    from training.stage2 import rollout_box
+    from lens_training.stage2 import rollout_box
 
     assert rollout_box("<answer>[10,20,30,40]</answer>", (24, 32), (48, 64)) == (20.0, 40.0, 60.0, 80.0)
     assert rollout_box("no box here", (24, 32), (48, 64)) is None

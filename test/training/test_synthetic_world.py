@@ -7,10 +7,10 @@ import re
 import numpy as np
 import pytest
 
-from training.data.synthetic_world import SceneAnimator, generate_sample
-from training.data.synthetic_world_language import KINDS, vocabulary
-from training.data.synthetic_world_render import CAMERA_POSITION, R_CW
-from training.data.synthetic_world_spec import (
+from lens_ros.world.scene import SceneAnimator, generate_sample
+from lens_ros.world.language import KINDS, vocabulary
+from lens_ros.world.render import CAMERA_POSITION, R_CW
+from lens_ros.world.spec import (
     COLORS,
     CONTAINERS,
     HELDOUT_COMPOSITIONS,

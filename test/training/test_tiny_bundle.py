@@ -20,21 +20,21 @@ def test_bundle_is_small_safetensors_with_its_tokenizer():
 
 
 def _scenes(split: str, n: int):
-    from training.data.synthetic_dataset import SyntheticWorldDataset
+    from lens_training.data.synthetic_dataset import SyntheticWorldDataset
 
     return [SyntheticWorldDataset(split, n, (320, 240), 70_000_000)[i] for i in range(n)]
 
 
 def _model_ciou(samples) -> float:
     from lens_ros.model.bundle import load_bundle
-    from training.tiny.evaluate_tiny import evaluate_model
+    from lens_training.tiny.evaluate_tiny import evaluate_model
 
     return evaluate_model(load_bundle(BUNDLE), samples, 72, with_box_baseline=False)["context"]["all"]["cIoU"]
 
 
 def _random_object_ciou(split: str, n: int) -> float:
     """Chance: the mask of an object of the scene picked uniformly at random."""
-    from training.data.synthetic_world import generate_sample
+    from lens_ros.world.scene import generate_sample
 
     inter = union = 0.0
     for i in range(n):
@@ -79,7 +79,7 @@ def test_draft_table_is_what_the_bundle_answers_on_training_scenes(tmp_path):
     import shutil
 
     from lens_ros.model.speculative import NgramDrafter
-    from training.tiny.draft_table import write_draft_table
+    from lens_training.tiny.draft_table import write_draft_table
 
     copy = tmp_path / "bundle"
     shutil.copytree(BUNDLE, copy)

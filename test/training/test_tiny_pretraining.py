@@ -12,8 +12,8 @@ import torch
 
 from lens_ros.model import prompts
 from lens_ros.model.prompts import parse_answer
-from training.tiny.config import MLLM_IMAGE_HW, NUM_MAX, TinyMLLMConfig
-from training.tiny.tokenizer import build_tiny_tokenizer, phrase_tokens
+from lens_training.tiny.config import MLLM_IMAGE_HW, NUM_MAX, TinyMLLMConfig
+from lens_training.tiny.tokenizer import build_tiny_tokenizer, phrase_tokens
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_decoded_answer_parses_to_the_same_box(tokenizer):
 
 
 def test_training_example_matches_inference_packing(tokenizer):
-    from training.tiny.mllm_data import make_example
+    from lens_training.tiny.mllm_data import make_example
 
     e = make_example(tokenizer, 3, "val")
     assert e.resized_hw == MLLM_IMAGE_HW
@@ -64,9 +64,9 @@ def test_training_example_matches_inference_packing(tokenizer):
 
 def test_sft_loss_backpropagates_into_vision_and_lm(tokenizer):
     from lens_ros.model.mllm import MLLM
-    from training.tiny.mllm_data import make_example
-    from training.tiny.model import AuxHeads, build_tiny_qwen
-    from training.tiny.pretrain_mllm import SFTLoss, tiny_image_config
+    from lens_training.tiny.mllm_data import make_example
+    from lens_training.tiny.model import AuxHeads, build_tiny_qwen
+    from lens_training.tiny.pretrain_mllm import SFTLoss, tiny_image_config
 
     torch.manual_seed(0)
     cfg = TinyMLLMConfig(vision_depth=1, vision_hidden=32, text_hidden=64, text_layers=1, text_heads=2, text_kv_heads=1)
@@ -81,7 +81,7 @@ def test_sft_loss_backpropagates_into_vision_and_lm(tokenizer):
 
 
 def test_soft_number_targets_peak_at_the_value():
-    from training.tiny.model import soft_number_targets
+    from lens_training.tiny.model import soft_number_targets
 
     t = soft_number_targets(torch.tensor([5, 0]), 20, 1.5)
     assert torch.allclose(t.sum(-1), torch.ones(2))
@@ -89,7 +89,7 @@ def test_soft_number_targets_peak_at_the_value():
 
 
 def test_sam_pretraining_resumes_where_it_stopped(tmp_path):
-    from training.tiny import pretrain_sam
+    from lens_training.tiny import pretrain_sam
 
     args = [
         "--out",
@@ -114,7 +114,7 @@ def test_sam_pretraining_resumes_where_it_stopped(tmp_path):
 
 
 def test_time_budget_schedule_warms_up_then_decays():
-    from training.tiny.common import TimeBudgetSchedule
+    from lens_training.tiny.common import TimeBudgetSchedule
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     s = TimeBudgetSchedule(opt, budget_s=100.0, warmup_steps=2)
@@ -134,7 +134,7 @@ def test_time_budget_schedule_warms_up_then_decays():
 @pytest.mark.skipif(not hasattr(signal, "SIGCONT"), reason="no SIGCONT on this platform")
 def test_time_spent_stopped_is_not_counted():
     """kill -STOP / kill -CONT of a long run must not advance its cosine curve."""
-    from training.tiny.common import TimeBudgetSchedule
+    from lens_training.tiny.common import TimeBudgetSchedule
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     s = TimeBudgetSchedule(opt, budget_s=100.0, warmup_steps=0)

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.data.dataset import ListDataset, Sample, box_from_mask
-from training.losses import segmentation_loss
+from lens_training.data.dataset import ListDataset, Sample, box_from_mask
+from lens_training.losses import segmentation_loss
 
 
 class ToyObjective(nn.Module):

@@ -1,1 +1,1 @@
-"""Data sets of the training pipeline; every source yields ``training.data.dataset.Sample``."""
+"""Data sets of the training pipeline; every source yields ``lens_training.data.dataset.Sample``."""

@@ -18,8 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from training.data.dataset import Sample, box_from_mask
-from training.data.refer import load_image_rgb
+from lens_training.data.dataset import Sample, box_from_mask
+from lens_training.data.refer import load_image_rgb
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 

@@ -23,7 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from training.data.dataset import Sample, box_from_mask
+from lens_training.data.dataset import Sample, box_from_mask
 
 DEFAULT_SPLIT_BY = {"refcoco": "unc", "refcoco+": "unc", "refcocog": "umd", "refclef": "unc"}
 

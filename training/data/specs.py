@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch.utils.data import ConcatDataset
 
-from training.data.dataset import SegmentationDataset
+from lens_training.data.dataset import SegmentationDataset
 
 REFER_SETS = ("refcoco", "refcoco+", "refcocog", "refclef")
 
@@ -25,20 +25,20 @@ def build_one(spec: str) -> SegmentationDataset:
     kind, _, rest = spec.partition(":")
     args = rest.split(":") if rest else []
     if kind == "synthetic":
-        from training.data.synthetic_dataset import SyntheticWorldDataset
+        from lens_training.data.synthetic_dataset import SyntheticWorldDataset
 
         split = args[0] if args else "train"
         length = int(args[1]) if len(args) > 1 else (100_000 if split == "train" else 500)
         size = tuple(int(v) for v in args[2].lower().split("x")) if len(args) > 2 else (160, 120)
         return SyntheticWorldDataset(split, length, size)  # type: ignore[arg-type]
     if kind in REFER_SETS:
-        from training.data.refer import RefDataset
+        from lens_training.data.refer import RefDataset
 
         if len(args) != 2:
             raise ValueError(f"{spec!r}: expected {kind}:<root>:<split>")
         return RefDataset(args[0], kind, split=args[1])
     if kind == "reasonseg":
-        from training.data.reasonseg import ReasonSegDataset
+        from lens_training.data.reasonseg import ReasonSegDataset
 
         if len(args) != 2:
             raise ValueError(f"{spec!r}: expected reasonseg:<root>:<split>")

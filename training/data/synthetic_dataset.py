@@ -1,4 +1,4 @@
-"""The synthetic tabletop world (training/data/synthetic_world.py) as a ``Sample`` data set.
+"""The synthetic tabletop world (lens_ros/world/scene.py) as a ``Sample`` data set.
 
 Sample i of a split is ``generate_sample(seed_offset + i, split, size)``: a pure function
 of its index, so any order, any number of workers and any resume point see the same data.
@@ -6,7 +6,7 @@ of its index, so any order, any number of workers and any resume point see the s
 
 from __future__ import annotations
 
-from training.data.dataset import Sample
+from lens_training.data.dataset import Sample
 
 
 class SyntheticWorldDataset:
@@ -27,7 +27,7 @@ class SyntheticWorldDataset:
         return self.length
 
     def __getitem__(self, index: int) -> Sample:
-        from training.data.synthetic_world import generate_sample
+        from lens_ros.world.scene import generate_sample
 
         if not 0 <= index < self.length:
             raise IndexError(index)

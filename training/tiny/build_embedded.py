@@ -1,14 +1,14 @@
 """Build the embedded LENS-tiny bundle from scratch on a CPU, one command:
 
-    python -m training.tiny.build_embedded --work runs/tiny --out lens_ros/weights/lens-tiny
+    python -m lens_training.tiny.build_embedded --work runs/tiny --out lens_ros/weights/lens-tiny
 
 Chain (every step resumes or is skipped when its output exists):
  1. pre-training substitutes, run side by side: ``pretrain_sam`` (tiny SAM on the world's
     masks) and ``pretrain_mllm`` (tiny Qwen2.5-VL SFT on rationales + boxes; it also writes
     the word-level tokenizer);
  2. assemble the base LensModel (pretrained MLLM + SAM + a fresh ContextModule) -> <work>/base;
- 3. stage 1 (``training.stage1``: context module only, BCE + Dice) -> <work>/stage1/final;
- 4. stage 2 (``training.stage2``: GRPO + BCE/Dice, CoT format reward) -> <work>/stage2/final;
+ 3. stage 1 (``lens_training.stage1``: context module only, BCE + Dice) -> <work>/stage1/final;
+ 4. stage 2 (``lens_training.stage2``: GRPO + BCE/Dice, CoT format reward) -> <work>/stage2/final;
  5. evaluation on fresh val (seen compositions) and held-out (unseen compositions and
     phrasings) scenes: the box-prompt baseline, stage 1 and stage 2 ->
     training/results/embedded_model.json + .md;
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from training.tiny.config import TINY_SAM
+from lens_training.tiny.config import TINY_SAM
 
 SYNTHETIC_FRAME = "320x240"  # 4:3 frames: the MLLM sees 160x128, SAM 320x240
 
@@ -61,7 +61,7 @@ def run_pretraining(cfg: BuildConfig) -> None:
         subprocess.Popen(
             [
                 *env_cmd,
-                "training.tiny.pretrain_sam",
+                "lens_training.tiny.pretrain_sam",
                 "--out",
                 str(work / "sam"),
                 "--minutes",
@@ -73,7 +73,7 @@ def run_pretraining(cfg: BuildConfig) -> None:
         subprocess.Popen(
             [
                 *env_cmd,
-                "training.tiny.pretrain_mllm",
+                "lens_training.tiny.pretrain_mllm",
                 "--out",
                 str(work / "mllm"),
                 "--minutes",
@@ -111,7 +111,7 @@ def assemble_base(work: Path) -> Path:
     from lens_ros.model.lens import LensConfig, LensModel
     from lens_ros.model.mllm import load_tokenizer
     from lens_ros.model.sam_backend import SamSegmenter
-    from training.tiny.pretrain_mllm import MLLMPretrainConfig, tiny_image_config
+    from lens_training.tiny.pretrain_mllm import MLLMPretrainConfig, tiny_image_config
 
     tokenizer = load_tokenizer(work / "mllm" / "tokenizer")
     qwen = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(work / "mllm" / "qwen"), dtype=torch.float32)
@@ -154,7 +154,7 @@ def _shared_stage_fields(cfg: BuildConfig, base: str | Path, out: str | Path) ->
 
 def stage1_config(cfg: BuildConfig, base: str | Path, out: str | Path):
     """The embedded build's stage-1 configuration (also what bench/training_bench.py times)."""
-    from training.config import Stage1Config
+    from lens_training.config import Stage1Config
 
     return Stage1Config(
         **_shared_stage_fields(cfg, base, out),
@@ -173,7 +173,7 @@ def stage1_config(cfg: BuildConfig, base: str | Path, out: str | Path):
 
 def stage2_config(cfg: BuildConfig, base: str | Path, init_from: str | Path, out: str | Path):
     """The embedded build's stage-2 configuration: GRPO with 2 prompts x G=4, 72 new tokens."""
-    from training.config import Stage2Config
+    from lens_training.config import Stage2Config
 
     return Stage2Config(
         **_shared_stage_fields(cfg, base, out),
@@ -192,7 +192,7 @@ def stage2_config(cfg: BuildConfig, base: str | Path, init_from: str | Path, out
 
 
 def run_stage1(cfg: BuildConfig, base: Path) -> Path:
-    from training.stage1 import train_stage1
+    from lens_training.stage1 import train_stage1
 
     out = Path(cfg.work) / "stage1"
     train_stage1(stage1_config(cfg, base, out))
@@ -200,7 +200,7 @@ def run_stage1(cfg: BuildConfig, base: Path) -> Path:
 
 
 def run_stage2(cfg: BuildConfig, base: Path, stage1: Path) -> Path:
-    from training.stage2 import train_stage2
+    from lens_training.stage2 import train_stage2
 
     out = Path(cfg.work) / "stage2"
     result = train_stage2(stage2_config(cfg, base, stage1, out))
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     stage2 = work / "stage2" / "final"
     if "stage2" not in skip and not stage2.is_dir() and stage1.is_dir():
         run_stage2(cfg, base, stage1)
-    from training.tiny.evaluate_tiny import evaluate_all, export_best
+    from lens_training.tiny.evaluate_tiny import evaluate_all, export_best
 
     results = None
     if "eval" not in skip:

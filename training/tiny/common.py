@@ -119,7 +119,7 @@ def resume_if_possible(
     The time budget is taken from the current command line, so a run resumed with a larger
     ``--minutes`` continues the same schedule over the longer budget.
     """
-    from training.runtime import latest_checkpoint, load_checkpoint
+    from lens_training.runtime import latest_checkpoint, load_checkpoint
 
     last = latest_checkpoint(ckpt_dir)
     if last is None:

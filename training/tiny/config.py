@@ -40,7 +40,7 @@ SAM_FRAME_SIZE = (320, 240)  # (W, H) the SAM pre-training renders directly
 
 @dataclass
 class TinyMLLMConfig:
-    """Numbers of the tiny Qwen2.5-VL (see ``training.tiny.model.build_tiny_qwen``)."""
+    """Numbers of the tiny Qwen2.5-VL (see ``lens_training.tiny.model.build_tiny_qwen``)."""
 
     vision_depth: int = 2
     vision_hidden: int = 128

@@ -1,6 +1,6 @@
 """Starting n-grams for speculative decoding: a bundle's own answers to training scenes.
 
-    python -m training.tiny.draft_table --bundle lens_ros/weights/lens-tiny [--scenes 40]
+    python -m lens_training.tiny.draft_table --bundle lens_ros/weights/lens-tiny [--scenes 40]
 
 Runs the bundle's ``Pipeline`` (greedy, as the node does) on ``--scenes`` train-split scenes
 of the synthetic world, every kind of expression in turn, and writes the n-grams of its
@@ -21,7 +21,7 @@ def write_draft_table(bundle: str | Path, scenes: int = 40, first_seed: int = 50
     from lens_ros.model.bundle import DRAFTS_FILE
     from lens_ros.model.pipeline import Pipeline
     from lens_ros.model.speculative import NgramDrafter
-    from training.data.synthetic_world import KINDS, generate_sample
+    from lens_ros.world.scene import KINDS, generate_sample
 
     bundle = Path(bundle)
     pipe = Pipeline.from_pretrained(str(bundle))

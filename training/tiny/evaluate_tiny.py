@@ -22,8 +22,8 @@ import torch
 from lens_ros.model.mllm import GenerationSettings
 from lens_ros.model.prompts import parse_answer
 from lens_ros.model.vision_input import scale_box
-from training.data.synthetic_dataset import SyntheticWorldDataset
-from training.metrics import SegmentationMeter
+from lens_training.data.synthetic_dataset import SyntheticWorldDataset
+from lens_training.metrics import SegmentationMeter
 
 EVAL_OFFSET = 30_000_000
 FRAME = (320, 240)
@@ -206,7 +206,7 @@ def export_best(cfg, base: Path, stage1: Path, stage2: Path, results: dict[str, 
         summary["val"] = results["models"][name].get("val", {}).get("all", {})
     out = save_bundle(cfg.out, model, extra=summary)
     print(f"exported {name} from {path} to {out}")
-    from training.tiny.draft_table import write_draft_table
+    from lens_training.tiny.draft_table import write_draft_table
 
     write_draft_table(out)  # the speculative decoder's starting n-grams, from the shipped weights
     return out

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from lens_ros.model import prompts, vision_input
-from training.data.synthetic_world import Sample, generate_sample
-from training.data.synthetic_world_spec import COLORS, SHAPES, SIZES
-from training.tiny.config import (
+from lens_ros.world.scene import Sample, generate_sample
+from lens_ros.world.spec import COLORS, SHAPES, SIZES
+from lens_training.tiny.config import (
     MLLM_FRAME_SIZE,
     MLLM_MAX_PIXELS,
     MLLM_MERGE,

@@ -18,8 +18,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from lens_ros.model.tiny import tiny_qwen_config
-from training.data.synthetic_world_spec import COLORS, SHAPES, SIZES
-from training.tiny.config import MLLM_IMAGE_HW, TinyMLLMConfig
+from lens_ros.world.spec import COLORS, SHAPES, SIZES
+from lens_training.tiny.config import MLLM_IMAGE_HW, TinyMLLMConfig
 
 
 def build_tiny_qwen(tokenizer, cfg: TinyMLLMConfig | None = None):

@@ -1,6 +1,6 @@
 """README overlays: the shipped lens-tiny on fresh held-out world scenes, one per expression kind.
 
-    python -m training.tiny.overlays --out docs/images
+    python -m lens_training.tiny.overlays --out docs/images
 
 Writes overlay_<split>_<i>_<kind>.png (mask, box, label as lens-predict draws them) and prints each
 instruction with the model's rationale and the mask's IoU against the ground truth.
@@ -16,8 +16,8 @@ import numpy as np
 
 from lens_ros.cli.predict import overlay
 from lens_ros.model.pipeline import Pipeline
-from training.data.synthetic_dataset import SyntheticWorldDataset
-from training.data.synthetic_world_language import KINDS
+from lens_training.data.synthetic_dataset import SyntheticWorldDataset
+from lens_ros.world.language import KINDS
 
 OVERLAY_OFFSET = 71_000_000  # scenes no training run, evaluation or test draws
 

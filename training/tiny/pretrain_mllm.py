@@ -3,12 +3,12 @@
 No pretrained Qwen2.5-VL this small exists, so the tiny model (``build_tiny_qwen``)
 learns from scratch, by teacher forcing, to answer the LENS CoT question about a world
 frame with ``<think>{rationale}</think><answer>[x1,y1,x2,y2]</answer>`` (box in the
-MLLM's 160x128 pixels). Losses (see ``training.tiny.model``): cross-entropy on the
+MLLM's 160x128 pixels). Losses (see ``lens_training.tiny.model``): cross-entropy on the
 completion, number tokens half hard / half soft (Gaussian, sigma 1.5); plus the dense
 auxiliary losses on the image tokens, weighted by ``aux_weight``. fp32 by default
 (``--bf16 true`` for CPUs with fast bf16 matmuls; on the build machines it was 10x slower).
 
-    python -m training.tiny.pretrain_mllm --out runs/tiny/mllm --minutes 55
+    python -m lens_training.tiny.pretrain_mllm --out runs/tiny/mllm --minutes 55
 
 Re-running the same command resumes from <out>/checkpoints/latest. Every
 ``eval_minutes`` the run decodes greedily a fixed set of val (seen compositions) and
@@ -33,13 +33,13 @@ from torch import nn
 
 from lens_ros.model.mllm import MLLM, GenerationSettings, ImageConfig, PackedImage
 from lens_ros.model.prompts import parse_answer
-from training.data.synthetic_world_language import KINDS
-from training.runtime import save_checkpoint
-from training.tiny.common import SeedStream, TimeBudgetSchedule, resume_if_possible, setup_logging
-from training.tiny.config import MLLM_IMAGE_HW, MLLM_MAX_PIXELS, MLLM_MIN_PIXELS, TinyMLLMConfig
-from training.tiny.mllm_data import ExampleBatches, FromBatch, MLLMExample, make_example
-from training.tiny.model import AuxHeads, build_tiny_qwen, number_token_ids, soft_number_targets
-from training.tiny.tokenizer import save_tiny_tokenizer
+from lens_ros.world.language import KINDS
+from lens_training.runtime import save_checkpoint
+from lens_training.tiny.common import SeedStream, TimeBudgetSchedule, resume_if_possible, setup_logging
+from lens_training.tiny.config import MLLM_IMAGE_HW, MLLM_MAX_PIXELS, MLLM_MIN_PIXELS, TinyMLLMConfig
+from lens_training.tiny.mllm_data import ExampleBatches, FromBatch, MLLMExample, make_example
+from lens_training.tiny.model import AuxHeads, build_tiny_qwen, number_token_ids, soft_number_targets
+from lens_training.tiny.tokenizer import save_tiny_tokenizer
 
 EVAL_SEED = 20_000_000
 
@@ -95,7 +95,7 @@ class SFTLoss(nn.Module):
         super().__init__()
         self.mllm, self.aux, self.aux_weight = mllm, aux, aux_weight
         tok = mllm.tokenizer
-        from training.tiny.config import NUM_MAX
+        from lens_training.tiny.config import NUM_MAX
 
         self.register_buffer("num_ids", number_token_ids(tok, NUM_MAX), persistent=False)
         value = torch.full((len(tok),), -1, dtype=torch.long)

@@ -6,7 +6,7 @@ segment any object of the synthetic world from a box, from points, or from both,
 single-mask output (the way LENS uses it). Loss: BCE + Dice on the mask at the frame's
 resolution, plus MSE of the IoU head against the mask's real IoU.
 
-    python -m training.tiny.pretrain_sam --out runs/tiny/sam --minutes 45
+    python -m lens_training.tiny.pretrain_sam --out runs/tiny/sam --minutes 45
 
 Re-running the same command resumes from <out>/checkpoints/latest (model, optimizer,
 schedule clock, data position, RNG). The final weights are <out>/sam.safetensors.
@@ -26,11 +26,11 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from lens_ros.model.sam_backend import SamSegmenter
-from training.data.synthetic_world import _rng, render_frame, sample_scene
-from training.losses import dice_loss
-from training.runtime import save_checkpoint
-from training.tiny.common import SeedStream, TimeBudgetSchedule, resume_if_possible, setup_logging
-from training.tiny.config import SAM_FRAME_SIZE, TINY_SAM
+from lens_ros.world.scene import _rng, render_frame, sample_scene
+from lens_training.losses import dice_loss
+from lens_training.runtime import save_checkpoint
+from lens_training.tiny.common import SeedStream, TimeBudgetSchedule, resume_if_possible, setup_logging
+from lens_training.tiny.config import SAM_FRAME_SIZE, TINY_SAM
 
 
 @dataclass

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from lens_ros.model import prompts
 from lens_ros.model.tiny import build_word_tokenizer
-from training.data.synthetic_world_language import vocabulary
-from training.tiny.config import NUM_MAX
+from lens_ros.world.language import vocabulary
+from lens_training.tiny.config import NUM_MAX
 
 
 def phrase_tokens() -> list[str]:

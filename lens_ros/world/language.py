@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.data.synthetic_world_render import CAMERA_POSITION, R_CW
-from training.data.synthetic_world_spec import (
+from lens_ros.world.render import CAMERA_POSITION, R_CW
+from lens_ros.world.spec import (
     COLORS,
     CONTAINERS,
     FLAT_TOPPED,

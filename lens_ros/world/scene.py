@@ -22,8 +22,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from training.data.synthetic_world_language import KINDS, Expression, make_expression
-from training.data.synthetic_world_render import (
+from lens_ros.world.language import KINDS, Expression, make_expression
+from lens_ros.world.render import (
     BASE_SIZE,
     CAMERA_POSITION,
     R_CW,
@@ -35,7 +35,7 @@ from training.data.synthetic_world_render import (
     table_geometry,
     table_image,
 )
-from training.data.synthetic_world_spec import (
+from lens_ros.world.spec import (
     COLORS,
     HELDOUT_COMPOSITIONS,
     SHAPES,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.data.synthetic_world_render import Solid
+from lens_ros.world.render import Solid
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (205, 35, 35),
