@@ -20,6 +20,7 @@ PACKAGE = "lens_ros"
 LENS_NODE = "lens_node"
 SIM_CAMERA = "sim_camera"
 RVIZ = "rviz2"
+CONSOLE = "lens_console"
 NODE_PARAMS_FILE = "lens_node.yaml"
 RVIZ_CONFIG = "lens.rviz"
 
@@ -55,6 +56,11 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
         "lifecycle", "false", "Run lens_node as a managed lifecycle node (configure + activate it to load the model)"
     ),
     LaunchArgument("log_level", "info", "Log level of the started nodes"),
+    LaunchArgument("console", "false", "Also start the operator console (lens-console), a web page on console_host"),
+    LaunchArgument(
+        "console_host", "127.0.0.1", "Address the console listens on (not loopback: needs LENS_CONSOLE_TOKEN)"
+    ),
+    LaunchArgument("console_port", "8080", "TCP port of the console"),
 )
 
 ARGUMENT_NAMES = tuple(a.name for a in LAUNCH_ARGUMENTS)
@@ -152,6 +158,17 @@ def node_specs(values: Mapping[str, str] | None = None) -> list[NodeSpec]:
                 executable="rviz2",
                 package="rviz2",
                 arguments=("-d", str(share / RVIZ_CONFIG)),
+                log_level=args["log_level"],
+            )
+        )
+    if as_bool(args["console"]):
+        specs.append(
+            NodeSpec(
+                name=CONSOLE,
+                executable="lens_console",
+                module="lens_ros.console.server",
+                parameters={"host": args["console_host"], "port": int(args["console_port"]), "lens_node": LENS_NODE},
+                remappings=(("/instruction", args["instruction"]),) if args["instruction"] != "/instruction" else (),
                 log_level=args["log_level"],
             )
         )
