@@ -128,19 +128,20 @@ def bandwidth(b: Bench) -> dict:
 
 
 def mllm_section(b: Bench) -> dict:
-    from lens_ros.model.mllm import GenerationSettings
+    from lens_ros.model.decoding import Decoder, GenerationSettings
 
     mllm = b.mllm()
+    decoder = Decoder(mllm)
     model = mllm.model
     inputs = b.mllm_inputs()
     image_tokens = int(inputs.mm_token_type_ids.sum())
     repeats, gen_repeats = b.repeats(10, 3), b.repeats(3, 2)
 
     def loop(n: int):
-        return mllm.generate(inputs, GenerationSettings.greedy(n), engine="loop")
+        return decoder.generate(inputs, GenerationSettings.greedy(n), engine="loop")
 
     def hf(n: int):
-        model.model.rope_deltas = None  # as MLLM._generate_hf: no state from an earlier call
+        model.model.rope_deltas = None  # as Decoder._hf: no state from an earlier call
         out = model.generate(
             **inputs.hf_kwargs(),
             max_new_tokens=n,

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from lens_ros.model import prompts
-from lens_ros.model.mllm import GenerationSettings
+from lens_ros.model.decoding import GenerationSettings
 from lens_ros.model.pipeline import Pipeline
 
 INSTRUCTION = "the red cube"
@@ -117,7 +117,7 @@ def parts(pipe: Pipeline, frames: list[np.ndarray], repeats: int) -> list[dict]:
     def loop_tokens(engine: str, n: int):
         eos, lens.mllm.eos_ids = lens.mllm.eos_ids, []  # exactly n tokens
         try:
-            return lens.mllm.generate(inputs, GenerationSettings.greedy(n), engine=engine)
+            return lens.decoder.generate(inputs, GenerationSettings.greedy(n), engine=engine)
         finally:
             lens.mllm.eos_ids = eos
 
@@ -160,7 +160,7 @@ def parts(pipe: Pipeline, frames: list[np.ndarray], repeats: int) -> list[dict]:
         {"part": "Pipeline: total segment()", "ms": med("total_ms")},
     ]
     with torch.no_grad():
-        gen = lens.mllm.generate(inputs, GenerationSettings.greedy(n_tokens))
+        gen = lens.decoder.generate(inputs, GenerationSettings.greedy(n_tokens))
         tokens = lens.prompt_tokens(lens.query_hidden_after_generation(gen, inputs))
     try:
         from lens_ros.model.onnx_backend import OnnxSegmenter
@@ -241,7 +241,7 @@ def drafts_after_answers(pipe: Pipeline, count: int = 20):
     scenes, seeds apart from every measured scene), as a copy: a node that has run a while."""
     for image, text in _scenes("train", count, 30_000):
         pipe.segment(image, text)
-    return copy.deepcopy(pipe.model.mllm.drafter)
+    return copy.deepcopy(pipe.model.decoder.drafter)
 
 
 def end_to_end(pipe: Pipeline, count: int, shipped) -> list[dict]:
@@ -257,8 +257,8 @@ def end_to_end(pipe: Pipeline, count: int, shipped) -> list[dict]:
 
     max_new = pipe.config.max_new_tokens or pipe.model.config.max_new_tokens
     scenes = _scenes("val", count, 20_000)
-    mllm = pipe.model.mllm
-    mllm.drafter = copy.deepcopy(shipped)
+    decoder = pipe.model.decoder
+    decoder.drafter = copy.deepcopy(shipped)
     used = drafts_after_answers(pipe)
     states = {
         "lens_ros Pipeline.segment, no drafts (draft_tokens 0)": (0, shipped),
@@ -272,7 +272,7 @@ def end_to_end(pipe: Pipeline, count: int, shipped) -> list[dict]:
         for name, (draft_tokens, drafter) in states.items():
             pipe.clear_cache()  # a new frame: no cached embedding
             pipe.config.draft_tokens = default_drafts if draft_tokens is None else draft_tokens
-            mllm.drafter = copy.deepcopy(drafter)
+            decoder.drafter = copy.deepcopy(drafter)
             t0 = time.perf_counter()
             pipe.segment(image, text)
             times[name].append((time.perf_counter() - t0) * 1000)
@@ -281,7 +281,7 @@ def end_to_end(pipe: Pipeline, count: int, shipped) -> list[dict]:
             naive_segment(pipe, image, text, max_new)
         times["naive"].append((time.perf_counter() - t0) * 1000)
     pipe.config.draft_tokens = default_drafts
-    mllm.drafter = used
+    decoder.drafter = used
     naive_med = statistics.median(times.pop("naive"))
     rows = [{"pipeline": "naive (HF generate -> SamPredictor, fp32, no cache/overlap)", "median_ms": naive_med}]
     for name, values in times.items():
@@ -293,7 +293,7 @@ def end_to_end(pipe: Pipeline, count: int, shipped) -> list[dict]:
 def run(quick: bool, model: str = "lens-tiny") -> dict:
     torch.manual_seed(0)
     pipe, used, _ = load_pipeline(model)
-    shipped_drafts = copy.deepcopy(pipe.model.mllm.drafter)
+    shipped_drafts = copy.deepcopy(pipe.model.decoder.drafter)
     repeats, count = (3, 4) if quick else (20, 30)
     frames = _frames((640, 480), count)
     for frame in frames[:2]:  # warm-up: first calls pay for allocations and lazy initialisation

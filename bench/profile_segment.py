@@ -30,7 +30,7 @@ from collections import defaultdict
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from lens_ros.model import mllm as mllm_module
+from lens_ros.model import decoding as decoding_module
 from lens_ros.model.pipeline import Pipeline
 
 DATA = "synthetic:val:8:640x480"
@@ -73,7 +73,7 @@ class Regions:
         setattr(owner, attr, wrapped)
 
 
-GENERATE = "MLLM.generate"
+GENERATE = "Decoder.generate"
 PREFILL = "MLLM prefill: decoder layers on the prompt"
 DECODE = "MLLM decode step (decoder layers)"
 CONTEXT_LAYERS = "context pass: decoder layers on the queries"
@@ -81,7 +81,7 @@ CONTEXT_LAYERS = "context pass: decoder layers on the queries"
 
 def instrument(pipe: Pipeline) -> Regions:
     regions = Regions()
-    lens, mllm = pipe.model, pipe.model.mllm
+    lens, mllm, decoder = pipe.model, pipe.model.mllm, pipe.model.decoder
 
     def language_model_region(*_, cache=None, **__) -> str:
         if cache is None:
@@ -93,14 +93,14 @@ def instrument(pipe: Pipeline) -> Regions:
     regions.wrap(mllm, "position_ids", "MLLM rope index (get_rope_index)")
     regions.wrap(mllm, "run_language_model", language_model_region)
     regions.wrap(mllm.model.lm_head, "forward", "MLLM lm_head")
-    regions.wrap(mllm_module, "sample_next_token", "MLLM next token (argmax)")
-    regions.wrap(mllm, "_finish", "MLLM finish (cut at EOS, detokenize)")
+    regions.wrap(decoding_module, "sample_next_token", "MLLM next token (argmax)")
+    regions.wrap(decoder, "_finish", "MLLM finish (cut at EOS, detokenize)")
     regions.wrap(lens, "query_hidden_after_generation", "context pass: queries on the KV cache")
     regions.wrap(lens, "prompt_tokens", "context: connector + projection")
     regions.wrap(pipe.segmenter, "encode", "segmenter image encoder")
     regions.wrap(pipe, "_decode", "segmenter decoder")
     regions.wrap(pipe, "_result", "postprocess: threshold, mask box, result")
-    generate = mllm.generate
+    generate = decoder.generate
 
     @functools.wraps(generate)
     def generating(*args, **kwargs):
@@ -110,9 +110,9 @@ def instrument(pipe: Pipeline) -> Regions:
         finally:
             regions.generating = False
 
-    mllm.generate = generating
-    regions.wrap(mllm, "generate", GENERATE)
-    lean = mllm.lean_decoder()  # decode steps (and the context pass) go through it where it applies
+    decoder.generate = generating
+    regions.wrap(decoder, "generate", GENERATE)
+    lean = decoder.lean()  # decode steps (and the context pass) go through it where it applies
     if lean is not None:
         regions.wrap(lean, "step", lambda *_, **__: DECODE if regions.generating else CONTEXT_LAYERS)
     return regions
@@ -129,7 +129,7 @@ def drafts_after_answers(pipe: Pipeline, count: int = 20):
     history = answered(pipe, count)
 
     def reset() -> None:
-        pipe.model.mllm.drafter = copy.deepcopy(history)
+        pipe.model.decoder.drafter = copy.deepcopy(history)
 
     return reset
 

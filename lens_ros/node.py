@@ -449,7 +449,7 @@ class LensBehaviour(SegmentService):
             dropped_superseded_total=self._slot.dropped,
             instruction=self._instruction.text if self._instruction else "",
         )
-        drafts = getattr(getattr(getattr(self.pipeline, "model", None), "mllm", None), "draft_stats", None)
+        drafts = getattr(getattr(getattr(self.pipeline, "model", None), "decoder", None), "stats", None)
         if drafts is not None:  # speculative decoding: generated tokens per decoder step (1: none accepted)
             values.update(decode_tokens_per_step=round(drafts.tokens_per_step, 2), draft_generations=drafts.generations)
         if self.pipeline is None:

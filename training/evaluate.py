@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lens_ros.model.mllm import GenerationSettings
+from lens_ros.model.decoding import GenerationSettings
 from lens_ros.model.prompts import parse_answer
 from lens_ros.model.vision_input import scale_box
 from lens_training.config import EvalConfig
@@ -37,7 +37,7 @@ def predict_batch(model: nn.Module, samples: list[Sample], cot: bool, max_new_to
     """Greedy LENS inference on a batch: per sample the mask (H, W) bool, completion text and box."""
     device = next(model.parameters()).device
     inputs = model.prepare([s.image for s in samples], [s.expression for s in samples], None, cot=cot)
-    generation = model.mllm.generate(inputs.mllm, GenerationSettings.greedy(max_new_tokens))
+    generation = model.decoder.generate(inputs.mllm, GenerationSettings.greedy(max_new_tokens))
     query_hidden = model.query_hidden_after_generation(generation, inputs.mllm)
     prompt_tokens = model.prompt_tokens(query_hidden)
     embeddings = model.encode_images(inputs)

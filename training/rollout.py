@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from lens_ros.model.decoding import Decoder, GenerationSettings
+
 
 @dataclass
 class SamplingSettings:
@@ -81,6 +83,7 @@ class HFRolloutEngine(RolloutEngine):
             raise ValueError(f"decoder must be 'hf' or 'loop', got {decoder!r}")
         self.mllm = mllm
         self.decoder = decoder
+        self.generator = Decoder(mllm)
         # A sampled image/vision token inside a completion would be taken for an image
         # placeholder when the completion is scored: never sample them.
         from lens_ros.model import prompts
@@ -96,8 +99,6 @@ class HFRolloutEngine(RolloutEngine):
 
     @torch.no_grad()
     def generate(self, request: RolloutRequest, settings: SamplingSettings) -> Rollouts:
-        from lens_ros.model.mllm import GenerationSettings
-
         inputs = request.mllm_inputs.to(self.mllm.device, self.mllm.dtype)
         sampling = GenerationSettings(
             max_new_tokens=settings.max_new_tokens,
@@ -106,9 +107,9 @@ class HFRolloutEngine(RolloutEngine):
             top_p=settings.top_p,
             top_k=settings.top_k,
         )
-        generation = self.mllm.generate(inputs, sampling, engine=self.decoder)
+        generation = self.generator.generate(inputs, sampling, engine=self.decoder)
         if self.decoder == "loop" and any(t in self.banned for c in generation.completion_ids for t in c):
-            generation = self.mllm.generate(inputs, sampling, engine="hf")
+            generation = self.generator.generate(inputs, sampling, engine="hf")
         ids = [c if c else [self.mllm.eos_ids[0]] for c in generation.completion_ids]
         return Rollouts(completion_ids=ids, texts=generation.texts)
 

@@ -130,7 +130,7 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu", dtype: tor
     if drafts.is_file():
         from lens_ros.model.speculative import NgramDrafter
 
-        model.mllm.drafter = NgramDrafter.load(drafts, vocab_size=model.mllm.model.config.text_config.vocab_size)
+        model.decoder.drafter = NgramDrafter.load(drafts, vocab_size=model.mllm.model.config.text_config.vocab_size)
     model.eval()
     model.to(device)
     return model.cast(dtype) if dtype is not None else model

@@ -23,7 +23,8 @@ from torch import nn
 
 from lens_ros.model import prompts
 from lens_ros.model.context_module import ContextModule, ContextModuleConfig
-from lens_ros.model.mllm import MLLM, Generation, ImageConfig, MLLMInputs, PackedImage
+from lens_ros.model.decoding import Decoder, Generation
+from lens_ros.model.mllm import MLLM, ImageConfig, MLLMInputs, PackedImage
 from lens_ros.model.segmenter import ImageEmbedding, Segmenter
 
 
@@ -119,6 +120,7 @@ class LensModel(nn.Module):
         if qwen_model is None:
             qwen_model = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**config.qwen))
         self.mllm = MLLM(qwen_model, tokenizer, config.image, config.system_prompt, config.cot)
+        self.decoder = Decoder(self.mllm)  # generation state (drafter, lean step); not a submodule
         if config.context.hidden_size != self.mllm.hidden_size:
             raise ValueError(f"context hidden_size {config.context.hidden_size} != MLLM hidden {self.mllm.hidden_size}")
         self.context = ContextModule(config.context)
@@ -285,7 +287,7 @@ class LensModel(nn.Module):
         last = emb_layer(seq[:, -1:])
         new = torch.cat([last, self.context.queries(b).to(last.dtype)], 1)
         cached = gen.cache.get_seq_length()
-        lean = self.mllm.lean_decoder()
+        lean = self.decoder.lean()
         if lean is not None:  # the same arithmetic without transformers' per-layer machinery
             key_mask = None if bool(mask_x.all()) else mask_x.bool()
             hidden = lean.step(new, pos[0, :, -(q + 1) :], gen.cache, key_mask)

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 
 from lens_ros.model import prompts
+from lens_ros.model.decoding import GenerationSettings
 from lens_ros.model.lens import LensModel
-from lens_ros.model.mllm import GenerationSettings
 from lens_ros.model.presets import DEFAULT_PRESET, load_model, resolve_dtype
 from lens_ros.model.segmenter import DecodeOutput, ImageEmbedding
 from lens_ros.model.types import BadInputError, LensError, SegmentationResult, Timings
@@ -264,7 +264,7 @@ class Pipeline:
         settings = GenerationSettings.greedy(
             self.config.max_new_tokens or model.config.max_new_tokens, draft_tokens=self.config.draft_tokens
         )
-        gen = model.mllm.generate(inputs.mllm, settings)
+        gen = model.decoder.generate(inputs.mllm, settings)
         timings.generate_ms = (time.perf_counter() - t0) * 1000
         timings.num_generated_tokens = len(gen.completion_ids[0])
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from lens_ros.model.decoding import Decoder, GenerationSettings
 from lens_ros.model.fast_decode import LeanDecoder
-from lens_ros.model.mllm import GenerationSettings
 
 
 def _images():
@@ -84,10 +84,10 @@ def test_fused_weights_follow_in_place_updates(tiny_model):
 @pytest.mark.parametrize("batch", [1, 2])
 def test_generation_engines_agree_and_the_cache_serves_the_context_pass(tiny_model, batch):
     inputs = tiny_model.prepare(_images()[:batch], ["red mug", "the blue cube left of the ball"][:batch])
-    assert tiny_model.mllm.lean_decoder() is not None, "the tiny model should take the lean step"
+    assert tiny_model.decoder.lean() is not None, "the tiny model should take the lean step"
     settings = GenerationSettings.greedy(12)
-    lean = tiny_model.mllm.generate(inputs.mllm, settings, engine="loop")
-    ref = tiny_model.mllm.generate(inputs.mllm, settings, engine="loop-hf")
+    lean = tiny_model.decoder.generate(inputs.mllm, settings, engine="loop")
+    ref = tiny_model.decoder.generate(inputs.mllm, settings, engine="loop-hf")
     assert torch.equal(lean.sequences, ref.sequences) and lean.completion_ids == ref.completion_ids
     torch.testing.assert_close(
         tiny_model.query_hidden_after_generation(lean, inputs.mllm),
@@ -99,7 +99,7 @@ def test_generation_engines_agree_and_the_cache_serves_the_context_pass(tiny_mod
 
 def test_the_lean_step_is_not_a_submodule(tiny_model):
     keys = set(tiny_model.state_dict())
-    tiny_model.mllm.lean_decoder()
+    tiny_model.decoder.lean()
     assert set(tiny_model.state_dict()) == keys
 
 
@@ -114,9 +114,10 @@ def test_models_it_does_not_cover_keep_the_transformers_step(tiny_model):
     text_model.config.layer_types = ["full_attention"] * len(text_model.layers)
     text_model.layers[0].mlp.up_proj = torch.nn.Identity()
     assert "up_proj" in LeanDecoder.unsupported(text_model)
-    assert mllm.lean_decoder() is None
+    decoder = Decoder(mllm)
+    assert decoder.lean() is None
     with pytest.raises(ValueError, match="engine"):
-        mllm.generate(tiny_model.prepare(_images()[:1], ["red mug"]).mllm, GenerationSettings.greedy(2), engine="x")
+        decoder.generate(tiny_model.prepare(_images()[:1], ["red mug"]).mllm, GenerationSettings.greedy(2), engine="x")
 
 
 @pytest.mark.parametrize("rows", [1, 2], ids=["one row", "left-padded batch"])

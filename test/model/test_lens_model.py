@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lens_ros.model.mllm import GenerationSettings
+from lens_ros.model.decoding import GenerationSettings
 
 
 def _images():
@@ -66,7 +66,7 @@ def test_kv_cache_continuation_equals_full_recompute(tiny_model):
     images = _images()
     inputs = tiny_model.prepare(images, ["red mug", "the blue cube left of the ball"])
     torch.manual_seed(0)
-    gen = tiny_model.mllm.generate(inputs.mllm, GenerationSettings.sampling(10))
+    gen = tiny_model.decoder.generate(inputs.mllm, GenerationSettings.sampling(10))
     length = gen.cache.get_seq_length()
     assert length == gen.sequences.shape[1] - 1
     cached = tiny_model.query_hidden_after_generation(gen, inputs.mllm)
@@ -82,8 +82,8 @@ def test_kv_cache_continuation_equals_full_recompute(tiny_model):
 
 def test_greedy_generation_is_deterministic(tiny_model):
     inputs = tiny_model.prepare(_images()[:1], ["red mug"])
-    a = tiny_model.mllm.generate(inputs.mllm, GenerationSettings.greedy(8))
-    b = tiny_model.mllm.generate(inputs.mllm, GenerationSettings.greedy(8))
+    a = tiny_model.decoder.generate(inputs.mllm, GenerationSettings.greedy(8))
+    b = tiny_model.decoder.generate(inputs.mllm, GenerationSettings.greedy(8))
     assert a.completion_ids == b.completion_ids and a.texts == b.texts
 
 
@@ -122,11 +122,11 @@ def test_gradients_reach_queries_connector_and_mllm(tiny_model):
 )
 def test_decoding_loop_equals_transformers_generate(tiny_model, expressions):
     inputs = tiny_model.prepare(_images()[: len(expressions)], expressions)
-    prepared = tiny_model.mllm.decode_step_mask(inputs.mllm.attention_mask)
+    prepared = tiny_model.decoder.step_mask(inputs.mllm.attention_mask)
     # padded rows need the model's own mask; one unpadded row takes the prepared (empty) one
     assert (prepared is None) == (len(expressions) > 1)
-    ours = tiny_model.mllm.generate(inputs.mllm, GenerationSettings.greedy(12), engine="loop")
-    ref = tiny_model.mllm.generate(inputs.mllm, GenerationSettings.greedy(12), engine="hf")
+    ours = tiny_model.decoder.generate(inputs.mllm, GenerationSettings.greedy(12), engine="loop")
+    ref = tiny_model.decoder.generate(inputs.mllm, GenerationSettings.greedy(12), engine="hf")
     assert torch.equal(ours.sequences, ref.sequences)
     assert ours.completion_ids == ref.completion_ids
     torch.testing.assert_close(
@@ -136,7 +136,7 @@ def test_decoding_loop_equals_transformers_generate(tiny_model, expressions):
 
 
 def test_sampling_settings_restrict_the_candidates():
-    from lens_ros.model.mllm import sample_next_token
+    from lens_ros.model.decoding import sample_next_token
 
     logits = torch.tensor([[5.0, 4.0, 0.0, -1.0, -2.0]]).repeat(200, 1)
     torch.manual_seed(0)

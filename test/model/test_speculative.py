@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lens_ros.model.mllm import GenerationSettings
+from lens_ros.model.decoding import GenerationSettings
 from lens_ros.model.speculative import NgramDrafter, SequenceIndex
 
 
@@ -66,11 +66,11 @@ def model(tiny_model):
 
 
 @pytest.fixture
-def mllm(model):
-    return model.mllm
+def decoder(model):
+    return model.decoder
 
 
-def _check_equal(model, mllm, inputs, plain, spec):
+def _check_equal(model, decoder, inputs, plain, spec):
     assert spec.completion_ids == plain.completion_ids
     assert torch.equal(spec.sequences, plain.sequences)
     # the cache ends as the plain loop leaves it and serves the context pass the same way
@@ -84,68 +84,68 @@ def _check_equal(model, mllm, inputs, plain, spec):
 
 
 @pytest.mark.parametrize("primed", ["right answer", "wrong answers", "nothing"])
-def test_speculative_decoding_gives_the_plain_greedy_answer(model, mllm, primed):
+def test_speculative_decoding_gives_the_plain_greedy_answer(model, decoder, primed):
     inputs = _inputs(model)
     n = 14
-    plain = mllm.generate(inputs, GenerationSettings.greedy(n, draft_tokens=0))
+    plain = decoder.generate(inputs, GenerationSettings.greedy(n, draft_tokens=0))
     answer = plain.completion_ids[0]
     assert len(answer) == n, "the random model should not stop early here"
-    mllm.drafter = NgramDrafter()  # (earlier tests may have taught the shared model's drafter)
+    decoder.drafter = NgramDrafter()  # (earlier tests may have taught the shared model's drafter)
     if primed == "right answer":
-        mllm.drafter.learn(inputs.input_ids[0, -3:].tolist() + answer)
+        decoder.drafter.learn(inputs.input_ids[0, -3:].tolist() + answer)
     elif primed == "wrong answers":
         rng = np.random.default_rng(1)
         for _ in range(5):
-            mllm.drafter.learn(inputs.input_ids[0, -3:].tolist() + rng.integers(0, 50, n).tolist())
-    before = copy.copy(mllm.draft_stats)
-    spec = mllm.generate(inputs, GenerationSettings.greedy(n, draft_tokens=4))
-    _check_equal(model, mllm, inputs, plain, spec)
-    steps = mllm.draft_stats.steps - before.steps
-    accepted = mllm.draft_stats.accepted - before.accepted
-    assert mllm.draft_stats.generations == before.generations + 1
+            decoder.drafter.learn(inputs.input_ids[0, -3:].tolist() + rng.integers(0, 50, n).tolist())
+    before = copy.copy(decoder.stats)
+    spec = decoder.generate(inputs, GenerationSettings.greedy(n, draft_tokens=4))
+    _check_equal(model, decoder, inputs, plain, spec)
+    steps = decoder.stats.steps - before.steps
+    accepted = decoder.stats.accepted - before.accepted
+    assert decoder.stats.generations == before.generations + 1
     if primed == "right answer":  # every draft stands: 13 further tokens in ceil(13 / 5) steps
         assert steps == 3 and accepted == n - 1 - steps
     else:
         assert steps <= n - 1
     # and it learned this answer for the next time
-    assert mllm.drafter.learned_sequences == 1 + (
+    assert decoder.drafter.learned_sequences == 1 + (
         1 if primed == "right answer" else 5 if primed == "wrong answers" else 0
     )
 
 
 @pytest.mark.parametrize("cut_at", [3, 6], ids=["end inside a draft", "end at a step's own token"])
-def test_an_end_token_inside_the_drafted_tokens_ends_the_answer_there(model, mllm, cut_at):
+def test_an_end_token_inside_the_drafted_tokens_ends_the_answer_there(model, decoder, cut_at):
     inputs = _inputs(model)
-    free = mllm.generate(inputs, GenerationSettings.greedy(14)).completion_ids[0]
-    mllm.eos_ids = [free[cut_at]]  # make a token the model produces an end token
-    plain = mllm.generate(inputs, GenerationSettings.greedy(14))
+    free = decoder.generate(inputs, GenerationSettings.greedy(14)).completion_ids[0]
+    decoder.mllm.eos_ids = [free[cut_at]]  # make a token the model produces an end token
+    plain = decoder.generate(inputs, GenerationSettings.greedy(14))
     assert plain.completion_ids[0][-1] == free[cut_at] and len(plain.completion_ids[0]) <= cut_at + 1
-    mllm.drafter = NgramDrafter()
-    mllm.drafter.learn(inputs.input_ids[0, -3:].tolist() + free)  # drafts run past the end token
-    spec = mllm.generate(inputs, GenerationSettings.greedy(14, draft_tokens=5))
-    _check_equal(model, mllm, inputs, plain, spec)
+    decoder.drafter = NgramDrafter()
+    decoder.drafter.learn(inputs.input_ids[0, -3:].tolist() + free)  # drafts run past the end token
+    spec = decoder.generate(inputs, GenerationSettings.greedy(14, draft_tokens=5))
+    _check_equal(model, decoder, inputs, plain, spec)
 
 
 @pytest.mark.parametrize("limit", [1, 2, 6])
-def test_max_new_tokens_holds_with_drafts(model, mllm, limit):
+def test_max_new_tokens_holds_with_drafts(model, decoder, limit):
     inputs = _inputs(model)
-    free = mllm.generate(inputs, GenerationSettings.greedy(14)).completion_ids[0]
-    mllm.drafter.learn(inputs.input_ids[0, -3:].tolist() + free)
-    plain = mllm.generate(inputs, GenerationSettings.greedy(limit))
-    spec = mllm.generate(inputs, GenerationSettings.greedy(limit, draft_tokens=8))
+    free = decoder.generate(inputs, GenerationSettings.greedy(14)).completion_ids[0]
+    decoder.drafter.learn(inputs.input_ids[0, -3:].tolist() + free)
+    plain = decoder.generate(inputs, GenerationSettings.greedy(limit))
+    spec = decoder.generate(inputs, GenerationSettings.greedy(limit, draft_tokens=8))
     assert len(spec.completion_ids[0]) == limit
-    _check_equal(model, mllm, inputs, plain, spec)
+    _check_equal(model, decoder, inputs, plain, spec)
 
 
-def test_batches_and_sampling_decode_one_token_per_step(model, mllm):
+def test_batches_and_sampling_decode_one_token_per_step(model, decoder):
     rng = np.random.default_rng(3)
     images = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(2)]
     batch = model.prepare(images, ["red mug", "the blue cube"]).mllm
-    generations, learned = mllm.draft_stats.generations, mllm.drafter.learned_sequences
-    mllm.generate(batch, GenerationSettings.greedy(5, draft_tokens=4))
+    generations, learned = decoder.stats.generations, decoder.drafter.learned_sequences
+    decoder.generate(batch, GenerationSettings.greedy(5, draft_tokens=4))
     torch.manual_seed(0)
-    mllm.generate(_inputs(model), GenerationSettings(max_new_tokens=5, do_sample=True, draft_tokens=4))
-    assert (mllm.draft_stats.generations, mllm.drafter.learned_sequences) == (generations, learned)
+    decoder.generate(_inputs(model), GenerationSettings(max_new_tokens=5, do_sample=True, draft_tokens=4))
+    assert (decoder.stats.generations, decoder.drafter.learned_sequences) == (generations, learned)
 
 
 def test_a_saved_history_loads_back_and_bad_files_are_refused(tmp_path):
@@ -182,13 +182,13 @@ def test_a_bundle_brings_its_draft_table(tiny_bundle, tmp_path):
 
     bundle = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, bundle)
-    assert load_bundle(bundle).mllm.drafter.history == {}  # none shipped: starts empty
+    assert load_bundle(bundle).decoder.drafter.history == {}  # none shipped: starts empty
     drafter = NgramDrafter()
     drafter.learn([3, 4, 5, 6])
     drafter.save(bundle / DRAFTS_FILE)
-    assert load_bundle(bundle).mllm.drafter.history == drafter.history
+    assert load_bundle(bundle).decoder.drafter.history == drafter.history
 
 
-def test_no_new_tokens_asked_gives_none(model, mllm):
-    out = mllm.generate(_inputs(model), GenerationSettings.greedy(0, draft_tokens=4))
+def test_no_new_tokens_asked_gives_none(model, decoder):
+    out = decoder.generate(_inputs(model), GenerationSettings.greedy(0, draft_tokens=4))
     assert out.completion_ids == [[]]

@@ -21,7 +21,7 @@ def install() -> None:
 
     def from_pretrained(cls, *args, **kwargs):
         pipe = real_from_pretrained(cls, *args, **kwargs)
-        generate = pipe.model.mllm.generate
+        generate = pipe.model.decoder.generate
         calls = {"n": 0}
 
         def faulty_generate(*a, **k):
@@ -30,7 +30,7 @@ def install() -> None:
                 raise torch.cuda.OutOfMemoryError(f"injected allocator failure on generate call {calls['n']}")
             return generate(*a, **k)
 
-        pipe.model.mllm.generate = faulty_generate
+        pipe.model.decoder.generate = faulty_generate
         return pipe
 
     pipeline_module.Pipeline.from_pretrained = classmethod(from_pretrained)

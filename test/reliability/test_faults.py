@@ -31,16 +31,16 @@ def test_out_of_memory_degrades_to_a_lens_error_and_the_next_call_recovers(tiny_
     image = scene_image()
     pipe.segment(image, "the red cube")
     assert len(pipe._cache) == 1  # the frame's embedding is cached
-    real_generate = pipe.model.mllm.generate
+    real_generate = pipe.model.decoder.generate
 
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("injected allocator failure")
 
-    monkeypatch.setattr(pipe.model.mllm, "generate", out_of_memory)
+    monkeypatch.setattr(pipe.model.decoder, "generate", out_of_memory)
     with pytest.raises(LensError, match="out of memory"):
         pipe.segment(image, "the blue cylinder")
     assert len(pipe._cache) == 0, "cached embeddings must be freed after an out-of-memory error"
-    monkeypatch.setattr(pipe.model.mllm, "generate", real_generate)
+    monkeypatch.setattr(pipe.model.decoder, "generate", real_generate)
     result, _ = pipe.segment(image, "the blue cylinder")
     assert result.masks.shape[1:] == image.shape[:2] or result.masks.shape[0] == 0
 
@@ -49,11 +49,11 @@ def test_out_of_memory_degrades_to_a_lens_error_and_the_next_call_recovers(tiny_
 pytest.importorskip("rclpy", reason="rclpy is installed by `make setup`")
 pytest.importorskip("lens_ros.msg", reason="interfaces are built by `make setup`")
 
-from lens_ros.msg import Segmentation  # noqa: E402
 from ros_fixtures import SCENE, Probe, frozen_camera_parameters, node_specs, oracle_env  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from lens_ros.launch_description import ros_arguments  # noqa: E402
+from lens_ros.msg import Segmentation  # noqa: E402
 
 SERVED = (Segmentation.STATUS_OK, Segmentation.STATUS_NO_OBJECT, Segmentation.STATUS_PARSE_FALLBACK)
 

@@ -25,7 +25,7 @@ def write_draft_table(bundle: str | Path, scenes: int = 40, first_seed: int = 50
 
     bundle = Path(bundle)
     pipe = Pipeline.from_pretrained(str(bundle))
-    drafter = pipe.model.mllm.drafter = NgramDrafter()  # from nothing, not from an older table
+    drafter = pipe.model.decoder.drafter = NgramDrafter()  # from nothing, not from an older table
     for i in range(scenes):
         sample = generate_sample(first_seed + i, "train", kind=KINDS[i % len(KINDS)])
         pipe.segment(sample.image, sample.expression)  # each (greedy) answer teaches the drafter

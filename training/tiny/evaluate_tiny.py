@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lens_ros.model.mllm import GenerationSettings
+from lens_ros.model.decoding import GenerationSettings
 from lens_ros.model.prompts import parse_answer
 from lens_ros.model.vision_input import scale_box
 from lens_training.data.synthetic_dataset import SyntheticWorldDataset
@@ -42,7 +42,7 @@ def evaluate_model(model, samples, max_new_tokens: int, with_box_baseline: bool,
     for start in range(0, len(samples), batch):
         chunk = samples[start : start + batch]
         inputs = model.prepare([s.image for s in chunk], [s.expression for s in chunk], None, cot=True)
-        gen = model.mllm.generate(inputs.mllm, GenerationSettings.greedy(max_new_tokens))
+        gen = model.decoder.generate(inputs.mllm, GenerationSettings.greedy(max_new_tokens))
         prompt_tokens = model.prompt_tokens(model.query_hidden_after_generation(gen, inputs.mllm))
         embeddings = model.encode_images(inputs)
         answers = [parse_answer(text) for text in gen.texts]

@@ -31,14 +31,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lens_ros.model.mllm import MLLM, GenerationSettings, ImageConfig, PackedImage
+from lens_ros.model.decoding import Decoder, GenerationSettings
+from lens_ros.model.mllm import MLLM, ImageConfig, PackedImage
 from lens_ros.model.prompts import parse_answer
 from lens_ros.world.language import KINDS
 from lens_training.runtime import save_checkpoint
 from lens_training.tiny.common import SeedStream, TimeBudgetSchedule, resume_if_possible, setup_logging
 from lens_training.tiny.config import MLLM_IMAGE_HW, MLLM_MAX_PIXELS, MLLM_MIN_PIXELS, TinyMLLMConfig
 from lens_training.tiny.mllm_data import ExampleBatches, FromBatch, MLLMExample, make_example
-from lens_training.tiny.model import AuxHeads, build_tiny_qwen, number_token_ids, soft_number_targets
+from lens_training.tiny.model import (
+    AuxHeads,
+    build_tiny_qwen,
+    number_token_ids,
+    remap_vocabulary,
+    soft_number_targets,
+)
 from lens_training.tiny.tokenizer import save_tiny_tokenizer
 
 EVAL_SEED = 20_000_000
@@ -58,10 +65,11 @@ class MLLMPretrainConfig:
     bf16: bool = False  # measured on these CPUs: bf16 matmuls 10x slower than fp32
     device: str = "cpu"  # "cuda" trains the same model on a GPU (data stays on CPU workers)
     init_qwen: str = ""  # a from_pretrained directory to start from (e.g. an earlier run's qwen/)
+    init_tokenizer: str = ""  # its tokenizer (default: <init_qwen>/../tokenizer); the vocabulary is remapped
     checkpoint_minutes: float = 5.0
     eval_minutes: float = 10.0
     eval_per_kind: int = 10
-    max_new_tokens: int = 72
+    max_new_tokens: int = 112  # grounded rationales list up to 3 candidates with boxes
     seed: int = 0
 
 
@@ -176,7 +184,7 @@ def evaluate(mllm: MLLM, examples: list[MLLMExample], max_new_tokens: int, batch
     for i in range(0, len(examples), batch):
         chunk = examples[i : i + batch]
         inputs = mllm.collate([e.prompt_ids for e in chunk], [packed(e) for e in chunk]).to(mllm.device)
-        gen = mllm.generate(inputs, GenerationSettings.greedy(max_new_tokens))
+        gen = Decoder(mllm).generate(inputs, GenerationSettings.greedy(max_new_tokens))
         for e, text in zip(chunk, gen.texts, strict=False):
             p = parse_answer(text)
             iou = box_iou(p.box, e.box.tolist()) if p.box is not None else 0.0
@@ -225,6 +233,12 @@ def main(argv: list[str] | None = None) -> None:
     qwen = build_tiny_qwen(tokenizer, TinyMLLMConfig())
     if cfg.init_qwen:  # from_pretrained maps the saved (legacy) key names
         start = type(qwen).from_pretrained(cfg.init_qwen, dtype=torch.float32)
+        tok_dir = Path(cfg.init_tokenizer or Path(cfg.init_qwen).parent / "tokenizer")
+        if tok_dir.is_dir():  # new words (commands, synonyms) get rows; known words keep theirs
+            from lens_ros.model.mllm import load_tokenizer
+
+            added = remap_vocabulary(start, load_tokenizer(tok_dir), tokenizer)
+            log.info(f"vocabulary {len(tokenizer)} ({added} new tokens) from {tok_dir}")
         qwen.load_state_dict(start.state_dict())
         del start
     mllm = MLLM(qwen, tokenizer, tiny_image_config(), cot=True)
