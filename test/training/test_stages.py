@@ -1,8 +1,11 @@
 """Stage 1 and stage 2 on the tiny random LENS model: freeze sets, loss goes down."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
+from scripted_rollouts import WRONG, ScriptedRollouts, right_answer
 
 from lens_training.config import Stage1Config, Stage2Config, load_config
 from lens_training.data.dataset import ListDataset, collate
@@ -188,13 +191,13 @@ def test_loop_rollouts_never_contain_image_tokens(tiny_lens, world_batch_samples
 
     engine = build_engine("loop", mllm=tiny_lens.mllm)
     calls = []
-    real = tiny_lens.mllm.generate
+    real = engine.generator.generate
 
     def spy(inputs, settings, engine="loop"):
         calls.append(engine)
         return real(inputs, settings, engine=engine)
 
-    tiny_lens.mllm.generate = spy
+    engine.generator.generate = spy
     images = [s.image for s in world_batch_samples[:2]]
     exprs = [s.expression for s in world_batch_samples[:2]]
     request = RolloutRequest(tiny_lens.prepare(images, exprs).mllm, exprs, images)
@@ -249,3 +252,45 @@ def test_stage2_of_a_box_prompt_model_uses_each_rollouts_own_box(tiny_lens, worl
     assert len(prepared["prompt_boxes"]) == 4  # 2 prompts x group of 2
     loss, scalars = objective(prepared)
     assert np.isfinite(loss.item()) and "reward_mask" in scalars
+
+
+def test_stage2_gradient_is_the_grpo_policy_gradient_of_rewards_that_differ(tiny_lens, world_batch_samples):
+    """Two completions of one prompt, one right (format + box reward ~2) and one wrong (0):
+    the stage-2 loss's gradient on the MLLM is -1/G sum_i A_i / |o_i| sum_t grad log pi(o_i,t),
+    with A = +-(r_1 - r_2)/2 / (std + 1e-4) computed here by hand."""
+    from lens_training.stage2 import mllm_logprobs
+
+    sample = world_batch_samples[0]
+    # the segmentation loss and the mask reward off: what moves the MLLM is the policy term alone
+    cfg = _stage2_cfg(beta=0.0, seg_loss_weight=0.0, mask_reward_weight=0.0)
+    objective = Stage2Objective(
+        tiny_lens, cfg, engine=ScriptedRollouts(tiny_lens.mllm, [right_answer(tiny_lens, sample), WRONG])
+    )
+    objective.train()
+    prepared = objective.prepare(collate([sample]))
+    loss, scalars = objective(prepared)
+
+    # rewards by hand: the right completion gets format 1 + box IoU^2 (its box is the ground truth,
+    # rounded to whole MLLM pixels), the wrong one nothing
+    assert scalars["reward_format"] == pytest.approx(0.5)
+    assert 0.4 < scalars["reward_box"] <= 0.5, scalars
+    r_right = 1.0 + 2 * scalars["reward_box"]
+    std = math.sqrt(r_right**2 / 2)  # unbiased std of (r_right, 0)
+    advantages = torch.tensor([r_right / 2, -r_right / 2]) / (std + 1e-4)
+    assert scalars["reward_std"] == pytest.approx(std, rel=1e-5)
+
+    params = [p for n, p in tiny_lens.named_parameters() if n.startswith("mllm.") and p.requires_grad]
+    got = torch.autograd.grad(loss, params, allow_unused=True)
+    logp = mllm_logprobs(tiny_lens.mllm, prepared["inputs"].mllm)
+    mask = prepared["inputs"].mllm.completion_mask.clone().float()
+    mask[:, 0] = 0
+    per_completion = (torch.exp(logp - logp.detach()) * mask).sum(dim=1) / mask.sum(dim=1)
+    expected_loss = -(advantages * per_completion).mean()
+    expected = torch.autograd.grad(expected_loss, params, allow_unused=True)
+    assert loss.item() == pytest.approx(expected_loss.item(), abs=1e-6)  # 0: the advantages sum to 0
+    norm = math.sqrt(sum(float((e * e).sum()) for e in expected if e is not None))
+    assert norm > 1e-3, "the hand-computed policy gradient vanished: the test would see nothing"
+    for g, e, p in zip(got, expected, params, strict=True):
+        g = torch.zeros_like(p) if g is None else g
+        e = torch.zeros_like(p) if e is None else e
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6 * norm)

@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""Break the code on purpose and check that the tests notice (mutation checks).
+
+Each ``Mutation`` below replaces one exact piece of source text (it must occur exactly
+once) in a scratch copy of the working tree, runs the tests that guard that code, and
+reports "caught" (the tests failed) or "SURVIVED" (they still pass: they guard nothing).
+The working tree itself is never edited. test/MUTATIONS.md records the last results.
+
+    .venv/bin/python tools/mutations.py                 # every mutation
+    .venv/bin/python tools/mutations.py grpo-removed    # the named ones
+    .venv/bin/python tools/mutations.py --list
+    .venv/bin/python tools/mutations.py --baseline ...  # also run the tests unmutated first
+
+The copy holds the tracked and untracked-but-not-ignored files; a ``lens_training`` link to
+``training/`` makes the copy's training package win over the editable install's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    path: str  # file to break, relative to the repository root
+    old: str  # exact text, found exactly once
+    new: str
+    tests: tuple[str, ...]  # pytest node ids that must fail
+    what: str  # the break, in words
+
+
+MUTATIONS: list[Mutation] = [
+    # -- training --------------------------------------------------------------------------
+    Mutation(
+        "grpo-removed",
+        "training/stage2.py",
+        "loss = policy_loss + cfg.seg_loss_weight * seg_loss",
+        "loss = cfg.seg_loss_weight * seg_loss",
+        (
+            "test/training/test_stages.py::test_stage2_gradient_is_the_grpo_policy_gradient_of_rewards_that_differ",
+            "test/training/test_resume.py::test_stage2_resume_reproduces_sampling_and_weights",
+        ),
+        "the GRPO term removed from the stage-2 loss",
+    ),
+    Mutation(
+        "grpo-advantage-sign",
+        "training/grpo.py",
+        "return ((grouped - mean) / (std + eps)).view(-1)",
+        "return ((mean - grouped) / (std + eps)).view(-1)",
+        (
+            "test/training/test_grpo.py",
+            "test/training/test_stages.py::test_stage2_gradient_is_the_grpo_policy_gradient_of_rewards_that_differ",
+        ),
+        "group advantages with the wrong sign",
+    ),
+]
+
+
+def scratch_copy(dest: Path) -> None:
+    """Copy tracked + untracked-not-ignored files of the working tree to ``dest``."""
+    listing = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.decode()
+    for rel in filter(None, listing.split("\0")):
+        src = ROOT / rel
+        if not src.is_file():  # deleted in the working tree
+            continue
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target, follow_symlinks=False)
+    (dest / "lens_training").symlink_to("training", target_is_directory=True)
+
+
+def run_tests(copy: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, str]:
+    env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"}
+    command = [str(ROOT / ".venv/bin/python"), "-m", "pytest", "-x", "-q", *tests]
+    try:
+        done = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return -1, "timed out"
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    return done.returncode, lines[-1] if lines else done.stderr[-300:]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help="mutations to run (default: all)")
+    parser.add_argument("--list", action="store_true", help="list the mutations and exit")
+    parser.add_argument("--baseline", action="store_true", help="run each mutation's tests unmutated first")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per pytest run")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch copy")
+    args = parser.parse_args()
+    known = {m.name: m for m in MUTATIONS}
+    if args.list:
+        for m in MUTATIONS:
+            print(f"{m.name:32s} {m.path}: {m.what}")
+        return 0
+    unknown = [n for n in args.names if n not in known]
+    if unknown:
+        parser.error(f"unknown mutations {unknown}; --list shows them")
+    chosen = [known[n] for n in args.names] if args.names else MUTATIONS
+
+    copy = Path(tempfile.mkdtemp(prefix="lens_mutations_"))
+    scratch_copy(copy)
+    print(f"scratch copy: {copy}", flush=True)
+    survived = 0
+    try:
+        for m in chosen:
+            path = copy / m.path
+            original = path.read_text()
+            count = original.count(m.old)
+            if count != 1:
+                print(f"| {m.name} | {m.what} | STALE: the text occurs {count} times in {m.path} |", flush=True)
+                survived += 1
+                continue
+            if args.baseline:
+                rc, tail = run_tests(copy, m.tests, args.timeout)
+                if rc != 0:
+                    print(f"| {m.name} | {m.what} | BASELINE FAILS: {tail} |", flush=True)
+                    survived += 1
+                    continue
+            path.write_text(original.replace(m.old, m.new))
+            start = time.monotonic()
+            try:
+                rc, tail = run_tests(copy, m.tests, args.timeout)
+            finally:
+                path.write_text(original)
+            verdict = "caught" if rc != 0 else "SURVIVED"
+            survived += rc == 0
+            print(f"| {m.name} | {m.what} | {verdict} ({tail}; {time.monotonic() - start:.0f} s) |", flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(copy, ignore_errors=True)
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
