@@ -22,7 +22,7 @@ setup(
         *("lens_training" + name[len("training") :] for name in find_packages(include=["training", "training.*"])),
     ],
     package_dir={"lens_training": "training"},
-    package_data={"lens_ros": ["weights/*/*"]},
+    package_data={"lens_ros": ["weights/*/*", "console/static/*"]},
     entry_points={
         "console_scripts": [
             "lens-predict = lens_ros.cli.predict:main",
@@ -33,6 +33,7 @@ setup(
             "lens-node = lens_ros.node:main",
             "lens-sim-camera = lens_ros.sim_camera:main",
             "lens-bag-player = lens_ros.bag_player:main",
+            "lens-console = lens_ros.console.server:main",
         ]
     },
 )
