@@ -64,6 +64,15 @@ MUTATIONS: list[Mutation] = [
         ),
         "group advantages with the wrong sign",
     ),
+    # -- model -----------------------------------------------------------------------------
+    Mutation(
+        "drafts-unchecked",
+        "lens_ros/model/decoding.py",
+        "n_ok = next((j for j, tok in enumerate(draft) if greedy[j] != tok), len(draft))",
+        "n_ok = len(draft)",
+        ("test/model/test_speculative.py",),
+        "speculative decoding accepts every drafted token without checking it",
+    ),
 ]
 
 

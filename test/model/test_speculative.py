@@ -83,7 +83,7 @@ def _check_equal(model, decoder, inputs, plain, spec):
     )
 
 
-@pytest.mark.parametrize("primed", ["right answer", "wrong answers", "nothing"])
+@pytest.mark.parametrize("primed", ["right answer", "confidently wrong", "wrong answers", "nothing"])
 def test_speculative_decoding_gives_the_plain_greedy_answer(model, decoder, primed):
     inputs = _inputs(model)
     n = 14
@@ -93,7 +93,12 @@ def test_speculative_decoding_gives_the_plain_greedy_answer(model, decoder, prim
     decoder.drafter = NgramDrafter()  # (earlier tests may have taught the shared model's drafter)
     if primed == "right answer":
         decoder.drafter.learn(inputs.input_ids[0, -3:].tolist() + answer)
-    elif primed == "wrong answers":
+    elif primed == "confidently wrong":  # the right start, then a wrong turn learned 3 times: sure drafts
+        vocab = model.mllm.model.config.text_config.vocab_size
+        wrong = answer[:4] + [(t + 7) % vocab for t in answer[4:]]
+        for _ in range(3):
+            decoder.drafter.learn(inputs.input_ids[0, -3:].tolist() + wrong)
+    elif primed == "wrong answers":  # five different answers: unsure, so hardly drafted
         rng = np.random.default_rng(1)
         for _ in range(5):
             decoder.drafter.learn(inputs.input_ids[0, -3:].tolist() + rng.integers(0, 50, n).tolist())
@@ -102,14 +107,18 @@ def test_speculative_decoding_gives_the_plain_greedy_answer(model, decoder, prim
     _check_equal(model, decoder, inputs, plain, spec)
     steps = decoder.stats.steps - before.steps
     accepted = decoder.stats.accepted - before.accepted
+    rejected = decoder.stats.drafted - before.drafted - accepted
     assert decoder.stats.generations == before.generations + 1
     if primed == "right answer":  # every draft stands: 13 further tokens in ceil(13 / 5) steps
-        assert steps == 3 and accepted == n - 1 - steps
+        assert steps == 3 and accepted == n - 1 - steps and rejected == 0
+    elif primed == "confidently wrong":  # the right start stands, the wrong turn is drafted and refused
+        assert accepted >= 2 and rejected >= 1, (accepted, rejected)
     else:
         assert steps <= n - 1
     # and it learned this answer for the next time
-    assert decoder.drafter.learned_sequences == 1 + (
-        1 if primed == "right answer" else 5 if primed == "wrong answers" else 0
+    assert (
+        decoder.drafter.learned_sequences
+        == 1 + ({"right answer": 1, "confidently wrong": 3, "wrong answers": 5, "nothing": 0}[primed])
     )
 
 
