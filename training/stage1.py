@@ -23,6 +23,7 @@ from torch import nn
 
 from lens_ros.model import prompts
 from lens_ros.model.vision_input import smart_resize
+from lens_ros.world.language import rescale_boxes
 from lens_training.config import Stage1Config
 from lens_training.data.dataset import Batch, SegmentationDataset
 from lens_training.loop import TrainResult, setup_process, train
@@ -31,11 +32,16 @@ from lens_training.model_setup import count_parameters, freeze_stage1, load_init
 from lens_training.runtime import seed_everything
 
 
-def mllm_box(model: nn.Module, image_hw: tuple[int, int], box) -> tuple[float, float, float, float]:
-    """An image-pixel xyxy box in the MLLM's resized-image pixels (the frame its answers use)."""
+def mllm_scale(model: nn.Module, image_hw: tuple[int, int]) -> tuple[float, float]:
+    """(sx, sy) from image pixels to the MLLM's resized-image pixels (the frame its answers use)."""
     c = model.mllm.image_config
     h, w = smart_resize(image_hw[0], image_hw[1], c.patch_size * c.merge_size, c.min_pixels, c.max_pixels)
-    sy, sx = h / image_hw[0], w / image_hw[1]
+    return w / image_hw[1], h / image_hw[0]
+
+
+def mllm_box(model: nn.Module, image_hw: tuple[int, int], box) -> tuple[float, float, float, float]:
+    """An image-pixel xyxy box in the MLLM's resized-image pixels."""
+    sx, sy = mllm_scale(model, image_hw)
     x1, y1, x2, y2 = (float(v) for v in box)
     return (x1 * sx, y1 * sy, x2 * sx, y2 * sy)
 
@@ -44,7 +50,9 @@ def teacher_answer(model: nn.Module, image_hw: tuple[int, int], expression: str,
     """The ground-truth completion the MLLM is teacher-forced on."""
     mbox = mllm_box(model, image_hw, box)
     if cot:
-        return prompts.format_cot_answer(rationale or f"the target is the {expression}", mbox)
+        # candidate boxes in the rationale move to the MLLM's frame like the answer box
+        think = rescale_boxes(rationale, *mllm_scale(model, image_hw)) if rationale else f"the target is the {expression}"
+        return prompts.format_cot_answer(think, mbox)
     return prompts.format_box_answer(expression, mbox)
 
 

@@ -15,6 +15,7 @@ held-out phrasings (same vocabulary, new word order) for the generalisation spli
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,7 +44,9 @@ class Expression:
     """A referring expression resolved to one object of its scene.
 
     template: "<kind>/<name>" of the template; heldout_template: the phrasing is one of
-    the held-out ones.
+    the held-out ones. rationale: the chain of thought without boxes; grounded: the same
+    with ``{box:K}`` placeholders where object K's box belongs (``ground`` fills them once
+    the scene is rendered).
     """
 
     text: str
@@ -52,6 +55,7 @@ class Expression:
     rationale: str
     target: int
     heldout_template: bool = False
+    grounded: str = ""
 
 
 def azimuth(obj: ObjectSpec) -> float:
@@ -81,6 +85,46 @@ def unique_name(objs: list[ObjectSpec], i: int) -> str | None:
 
 def _final(o: ObjectSpec) -> str:
     return f"the target is the {o.description()} ."
+
+
+_BOX_SLOT = re.compile(r" ?\{box:(\d+)\}")
+_BOX_TEXT = re.compile(r"\[ (\d+) , (\d+) , (\d+) , (\d+) \]")
+
+
+def _at(k: int) -> str:
+    """Placeholder for object k's box in a grounded rationale."""
+    return f" {{box:{k}}}"
+
+
+def strip_boxes(grounded: str) -> str:
+    """The rationale without its box placeholders."""
+    return _BOX_SLOT.sub("", grounded)
+
+
+def format_box(box) -> str:
+    """An integer xyxy box as rationale text (spaced like the word-level tokenizer decodes it)."""
+    return "[ " + " , ".join(str(int(round(float(v)))) for v in box) + " ]"
+
+
+def ground(grounded: str, boxes) -> str:
+    """Fill ``{box:K}`` placeholders with boxes[K] (pixels of the rendered frame)."""
+    return _BOX_SLOT.sub(lambda m: " " + format_box(boxes[int(m.group(1))]), grounded)
+
+
+def rescale_boxes(rationale: str, sx: float, sy: float, limit: tuple[int, int] | None = None) -> str:
+    """The rationale with every box scaled by (sx, sy) (to the frame a resized image is seen in).
+
+    limit: (W, H) to clip the scaled coordinates to.
+    """
+
+    def scale(m: re.Match) -> str:
+        v = [float(g) for g in m.groups()]
+        out = [v[0] * sx, v[1] * sy, v[2] * sx, v[3] * sy]
+        if limit is not None:
+            out = [min(max(c, 0.0), float(limit[k % 2])) for k, c in enumerate(out)]
+        return format_box(out)
+
+    return _BOX_TEXT.sub(scale, rationale)
 
 
 # --------------------------------------------------------------------------- simple
@@ -127,6 +171,16 @@ RELATIONS = {
 }
 
 
+# How rationales state a relation: the words of the held-out phrasings occur in training
+# text (rationales), while the held-out instructions' word order stays unseen.
+RATIONALE_RELATIONS = {
+    "left": "left of",
+    "right": "right of",
+    "behind": "further back than",
+    "front": "closer to us than",
+}
+
+
 def _relation_holds(rel: str, t: ObjectSpec, a: ObjectSpec) -> int:
     """1 if it holds with margin, 0 if it clearly does not, -1 if too close to call."""
     if rel in ("left", "right"):
@@ -157,8 +211,10 @@ def relational_spatial(objs, i, rng, heldout):
     phrase = RELATIONS[rel][1 if heldout else 0]
     text = f"the {noun} {phrase} the {anchor}"
     plural = PLURALS[noun]
-    rel_words = RELATIONS[rel][0]
-    return text, f"the reference is the {anchor} . {plural} {rel_words} it : the {o.description()} . {_final(o)}"
+    rel_words = RATIONALE_RELATIONS[rel]
+    return text, (
+        f"the reference is the {anchor}{_at(a)} . {plural} {rel_words} it : the {o.description()}{_at(i)} . {_final(o)}"
+    )
 
 
 def relational_ordinal(objs, i, rng, heldout):
@@ -179,7 +235,7 @@ def relational_ordinal(objs, i, rng, heldout):
         return None
     ordinal = ORDINALS[rank]
     text = f"the {noun} that is {ordinal} from the {side}" if heldout else f"the {ordinal} {noun} from the {side}"
-    listing = " , ".join(objs[j].description(with_size=False) for j in order[: rank + 1])
+    listing = " , ".join(f"{objs[j].description(with_size=False)}{_at(j)}" for j in order[: rank + 1])
     return text, f"from the {side} the {PLURALS[noun]} are : {listing} . {_final(o)}"
 
 
@@ -198,7 +254,9 @@ def relational_closest_to(objs, i, rng, heldout):
     anchor = unique_name(objs, a)
     word = "nearest to" if heldout else "closest to"
     text = f"the {noun} {word} the {anchor}"
-    return text, f"the reference is the {anchor} . the {o.description()} is closest to it . {_final(o)}"
+    return text, (
+        f"the reference is the {anchor}{_at(a)} . the {o.description()}{_at(i)} is nearest to it . {_final(o)}"
+    )
 
 
 # --------------------------------------------------------------------------- reasoning
@@ -208,7 +266,7 @@ AFFORDANCES = {
         "something you could pour water into",
         "something that can hold water",
         CONTAINERS,
-        "pouring water needs a container like a cup or a bowl",
+        "pouring water needs a container that can hold water like a cup or a bowl",
     ),
     "drink": ("something you could drink from", "a thing to drink from", frozenset({"cup"}), "you drink from a cup"),
     "roll": ("something that could roll away", "a thing that can roll", ROLLING, "a ball is round so it can roll"),
@@ -216,7 +274,7 @@ AFFORDANCES = {
         "something you could stack a block on",
         "a thing with a flat top to stack on",
         FLAT_TOPPED,
-        "stacking needs a flat top like a cube a brick or a cylinder",
+        "stacking needs a thing with a flat top like a cube a brick or a cylinder",
     ),
 }
 
@@ -240,6 +298,15 @@ def reasoning_affordance(objs, i, rng, heldout):
         return text, f"{reason} . the only {o.color} one is the {o.description()} . {_final(o)}"
     return None
 
+
+# the superlative a comparative rationale states (the held-out phrasings' words)
+SUPERLATIVES = {
+    "closest": "nearest",
+    "farthest": "furthest",
+    "tallest": "highest",
+    "biggest": "largest",
+    "smallest": "tiniest",
+}
 
 COMPARATIVES = {
     # name: (train phrase, held-out phrase, key, largest?, ratio margin, reason)
@@ -278,7 +345,7 @@ def reasoning_comparative(objs, i, rng, heldout):
     if ratio < margin:
         return None
     text = heldout_text if heldout else train_text
-    return text, f"{reason} , the {o.description()} wins . {_final(o)}"
+    return text, f"{reason} , the {SUPERLATIVES[name]} is the {o.description()} . {_final(o)}"
 
 
 Generator = Callable[[list[ObjectSpec], int, np.random.Generator, bool], tuple[str, str] | None]
@@ -321,9 +388,75 @@ def make_expression(
         i = int(candidates[int(rng.integers(len(candidates)))])
         out = TEMPLATES[kind][name](objs, i, rng, heldout_template)
         if out is not None:
-            text, rationale = out
-            return Expression(text, kind, f"{kind}/{name}", rationale, i, heldout_template)
+            text, grounded = out
+            return Expression(text, kind, f"{kind}/{name}", strip_boxes(grounded), i, heldout_template, grounded)
     return None
+
+
+# --------------------------------------------------------------------------- paraphrases
+# Instructions as people type them to a robot: a command around the expression, everyday
+# synonyms, "leftmost", "the red one", "please". Rationales keep the world's own names, so
+# a model trained on both learns that a mug is a cup.
+COMMANDS = (
+    "pick up",
+    "grab",
+    "hand me",
+    "give me",
+    "bring me",
+    "get",
+    "take",
+    "fetch",
+    "point at",
+    "show me",
+    "find",
+    "can you pick up",
+    "could you grab",
+    "i want",
+    "i need",
+)
+SYNONYMS = {
+    "cup": "mug",
+    "cups": "mugs",
+    "cube": "block",
+    "cubes": "blocks",
+    "brick": "box",
+    "bricks": "boxes",
+    "ball": "sphere",
+    "balls": "spheres",
+    "object": "thing",
+    "objects": "things",
+}
+
+
+def paraphrase(text: str, rng: np.random.Generator) -> str:
+    """A typed-instruction variant of a world expression with the same referent.
+
+    Ordinals become "leftmost" / "rightmost", "the red object" may become "the red one",
+    shape nouns may take a synonym (mug, block, box, sphere, thing), and a command
+    ("pick up", "grab", "hand me", ...) and "please" may wrap it.
+    """
+    words = text.split()
+    out = " ".join(words)
+    for side in ("left", "right"):  # "the first cube from the left" -> "the leftmost cube"
+        prefix, suffix = "the first ", f" from the {side}"
+        if out.startswith(prefix) and out.endswith(suffix) and rng.random() < 0.7:
+            out = f"the {side}most " + out[len(prefix) : -len(suffix)]
+    words = out.split()
+    if len(words) == 3 and words[0] == "the" and words[2] == "object" and rng.random() < 0.5:
+        words[2] = "one"  # "the red object" -> "the red one"
+    if rng.random() < 0.6:
+        words = [SYNONYMS.get(w, w) if rng.random() < 0.7 else w for w in words]
+    if words[0] == "the" and rng.random() < 0.12:
+        words = words[1:]  # typed without the article
+    out = " ".join(words)
+    if rng.random() < 0.8:
+        out = f"{COMMANDS[int(rng.integers(len(COMMANDS)))]} {out}"
+    r = rng.random()
+    if r < 0.2:
+        out = f"please {out}"
+    elif r < 0.3:
+        out = f"{out} please"
+    return out
 
 
 def vocabulary() -> list[str]:
@@ -342,6 +475,11 @@ def vocabulary() -> list[str]:
         " ".join(v[0] + " " + v[1] + " " + v[3] for v in AFFORDANCES.values()),
         " ".join(v[0] + " " + v[1] + " " + v[5] for v in COMPARATIVES.values()),
         "here",
+        " ".join(RATIONALE_RELATIONS.values()),
+        " ".join(SUPERLATIVES.values()),
+        " ".join(COMMANDS),
+        " ".join(SYNONYMS.values()),
+        "leftmost rightmost one please",
     ]
     for p in parts:
         words.update(p.split())

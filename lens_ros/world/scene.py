@@ -22,7 +22,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from lens_ros.world.language import KINDS, Expression, make_expression
+from lens_ros.world.language import KINDS, Expression, ground, make_expression, paraphrase
 from lens_ros.world.render import (
     BASE_SIZE,
     CAMERA_POSITION,
@@ -51,6 +51,12 @@ CHECK_SIZE = (160, 120)  # resolution of the visibility check (so labels do not 
 MIN_VISIBLE = 0.3  # objects hidden more than this are removed from the scene
 MIN_TARGET_VISIBLE = 0.55
 GRAINS = (0.04, 0.07)
+# Share of train scenes drawn from 2-3 colours and 2-3 shapes: the target's colour and its
+# shape are then each shared by other objects, so only their combination identifies it
+# (what unseen compositions need). val / held-out scenes keep the uniform draw.
+BINDING_SCENES = 0.6
+# Share of train instructions rewritten as typed commands (``language.paraphrase``).
+TRAIN_PARAPHRASES = 0.3
 
 
 @dataclass
@@ -129,11 +135,16 @@ def _rng(seed: int, split: str) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), SPLITS[split], 7411]))
 
 
-def _sample_attributes(rng: np.random.Generator, unseen: bool | None) -> tuple[str, str, str]:
-    """(shape, colour, size); unseen True forces a held-out pair, False forbids one."""
+def _sample_attributes(
+    rng: np.random.Generator, unseen: bool | None, palette: tuple[list[str], list[str]] | None = None
+) -> tuple[str, str, str]:
+    """(shape, colour, size); unseen True forces a held-out pair, False forbids one.
+
+    palette: (colours, shapes) to draw from (default: all)."""
+    colors, shapes = palette if palette is not None else (list(COLORS), list(SHAPES))
     while True:
-        shape = SHAPES[int(rng.integers(len(SHAPES)))]
-        color = list(COLORS)[int(rng.integers(len(COLORS)))]
+        shape = shapes[int(rng.integers(len(shapes)))]
+        color = colors[int(rng.integers(len(colors)))]
         is_unseen = (color, shape) in HELDOUT_COMPOSITIONS
         if unseen is None or unseen == is_unseen:
             return shape, color, list(SIZES)[int(rng.integers(len(SIZES)))]
@@ -144,10 +155,15 @@ def sample_objects(
 ) -> list[ObjectSpec]:
     """Random non-intersecting objects on the table for one split."""
     n = int(rng.integers(3, 7)) if n is None else n
+    palette = None
+    if split == "train" and rng.random() < BINDING_SCENES:
+        colors = [str(c) for c in rng.choice(list(COLORS), size=int(rng.integers(2, 4)), replace=False)]
+        shapes = [str(c) for c in rng.choice(list(SHAPES), size=int(rng.integers(2, 4)), replace=False)]
+        palette = (colors, shapes)
     objs: list[ObjectSpec] = []
     for k in range(n):
         force = True if (split == "heldout" and k == 0) else (None if split == "heldout" else False)
-        shape, color, size = _sample_attributes(rng, force)
+        shape, color, size = _sample_attributes(rng, force, palette)
         rgb = tuple(float(np.clip(c + rng.uniform(-12, 12), 0, 255)) for c in COLORS[color])
         spec = ObjectSpec(shape, color, size, np.zeros(3), float(rng.uniform(0, np.pi)), rgb)
         for _ in range(60):
@@ -284,10 +300,22 @@ def sample_scene(rng: np.random.Generator, split: str, clearance: float = 0.012)
 
 
 def generate_sample(
-    seed: int, split: str = "train", size: tuple[int, int] = BASE_SIZE, kind: str | None = None
+    seed: int,
+    split: str = "train",
+    size: tuple[int, int] = BASE_SIZE,
+    kind: str | None = None,
+    paraphrase_share: float | None = None,
 ) -> Sample:
-    """One labelled sample, a pure function of (seed, split, kind); size only sets the resolution."""
+    """One labelled sample, a pure function of (seed, split, kind); size only sets the resolution.
+
+    The rationale names its candidates with their boxes in this frame's pixels
+    (``language.rescale_boxes`` maps them to a resized frame). paraphrase_share: chance that
+    the instruction is rewritten as a typed command (default TRAIN_PARAPHRASES for "train",
+    0 otherwise); ``extra["template_expression"]`` keeps the template's own text.
+    """
     rng = _rng(seed, split)
+    if paraphrase_share is None:
+        paraphrase_share = TRAIN_PARAPHRASES if split == "train" else 0.0
     kind = KINDS[int(rng.integers(len(KINDS)))] if kind is None else kind
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -302,19 +330,25 @@ def generate_sample(
         frame = render_frame(objs, size, table)
         if frame.objects[expr.target].mask.sum() == 0:  # too small at a tiny resolution
             continue
+        text, extra = expr.text, {"template_expression": expr.text}
+        prng = np.random.default_rng([int(seed), SPLITS[split], 5151])
+        if paraphrase_share > 0 and prng.random() < paraphrase_share:
+            text = paraphrase(expr.text, prng)
+            extra["paraphrased"] = True
         return Sample(
             frame.image,
             frame.depth,
             frame.K,
             frame.objects,
-            expression=expr.text,
+            expression=text,
             kind=expr.kind,
             template=expr.template,
-            rationale=expr.rationale,
+            rationale=ground(expr.grounded, [o.box for o in frame.objects]),
             target=expr.target,
             split=split,
             seed=int(seed),
             heldout_template=expr.heldout_template,
+            extra=extra,
         )
 
 

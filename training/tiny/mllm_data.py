@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from lens_ros.model import prompts, vision_input
+from lens_ros.world.language import rescale_boxes
 from lens_ros.world.scene import Sample, generate_sample
 from lens_ros.world.spec import COLORS, SHAPES, SIZES
 from lens_training.tiny.config import (
@@ -102,8 +103,15 @@ def token_labels(sample: Sample, resized_hw: tuple[int, int]) -> dict[str, torch
     }
 
 
-def completion_text(sample: Sample, box: np.ndarray) -> str:
-    return prompts.format_cot_answer(sample.rationale, tuple(float(v) for v in box)) + prompts.answer_suffix()
+def mllm_rationale(rationale: str, image_hw: tuple[int, int], resized_hw: tuple[int, int]) -> str:
+    """The rationale with its candidate boxes in the MLLM's pixel frame (where its answer box is)."""
+    sy, sx = resized_hw[0] / image_hw[0], resized_hw[1] / image_hw[1]
+    return rescale_boxes(rationale, sx, sy, limit=(resized_hw[1], resized_hw[0]))
+
+
+def completion_text(sample: Sample, box: np.ndarray, resized_hw: tuple[int, int]) -> str:
+    think = mllm_rationale(sample.rationale, sample.image.shape[:2], resized_hw)
+    return prompts.format_cot_answer(think, tuple(float(v) for v in box)) + prompts.answer_suffix()
 
 
 def make_example(tokenizer, seed: int, split: str = "train", kind: str | None = None) -> MLLMExample:
@@ -121,8 +129,9 @@ def make_example(tokenizer, seed: int, split: str = "train", kind: str | None = 
         "target": sample.target_object.name,
         "heldout_template": sample.heldout_template,
         "expression": sample.expression,
+        "paraphrased": bool(sample.extra.get("paraphrased", False)),
     }
-    return MLLMExample(pv, thw, hw, enc(chat), enc(completion_text(sample, box)), token_labels(sample, hw), box, meta)
+    return MLLMExample(pv, thw, hw, enc(chat), enc(completion_text(sample, box, hw)), token_labels(sample, hw), box, meta)
 
 
 class ExampleBatches(torch.utils.data.Dataset):

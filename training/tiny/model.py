@@ -107,3 +107,59 @@ class AuxHeads(nn.Module):
             target = box.round().long().clamp(0, number_rows.shape[0] - 1)
             losses["aux_coord"] = number_ce(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
         return losses
+
+
+# New words take the embedding of the world word they stand for (a mug starts as a cup).
+WORD_INIT = {
+    "mug": "cup",
+    "mugs": "cups",
+    "block": "cube",
+    "blocks": "cubes",
+    "box": "brick",
+    "boxes": "bricks",
+    "sphere": "ball",
+    "spheres": "balls",
+    "thing": "object",
+    "things": "objects",
+    "leftmost": "left",
+    "rightmost": "right",
+}
+
+
+@torch.no_grad()
+def remap_vocabulary(qwen, old_tokenizer, new_tokenizer, init_from: dict[str, str] | None = None) -> int:
+    """Resize ``qwen``'s embeddings and LM head from ``old_tokenizer``'s ids to ``new_tokenizer``'s.
+
+    Tokens present in both keep their rows (whatever their new id); a new token's input
+    row is copied from ``init_from[token]`` when given, else the mean of the old rows; its
+    LM-head row is the old [UNK] row (a token the model has learned never to write), so
+    training starts from the old model's behaviour. Returns the number of new tokens.
+    """
+    init_from = WORD_INIT if init_from is None else init_from
+    old_vocab, new_vocab = old_tokenizer.get_vocab(), new_tokenizer.get_vocab()
+    emb_old = qwen.get_input_embeddings().weight.detach()
+    head_old = qwen.get_output_embeddings().weight.detach()
+    n = len(new_tokenizer)
+    emb = torch.empty(n, emb_old.shape[1], dtype=emb_old.dtype)
+    head = torch.empty(n, head_old.shape[1], dtype=head_old.dtype)
+    unk = old_vocab[old_tokenizer.unk_token]
+    added = 0
+    for token, i in new_vocab.items():
+        j = old_vocab.get(token)
+        if j is None:
+            added += 1
+            src = old_vocab.get(init_from.get(token, ""))
+            emb[i] = emb_old[src] if src is not None else emb_old.mean(0)
+            head[i] = head_old[unk]
+        else:
+            emb[i], head[i] = emb_old[j], head_old[j]
+    new_emb = nn.Embedding(n, emb.shape[1], padding_idx=qwen.get_input_embeddings().padding_idx)
+    new_emb.weight.copy_(emb)
+    new_head = nn.Linear(head.shape[1], n, bias=False)
+    new_head.weight.copy_(head)
+    qwen.set_input_embeddings(new_emb)
+    qwen.set_output_embeddings(new_head)
+    qwen.config.text_config.vocab_size = n
+    if hasattr(qwen.config, "vocab_size"):
+        qwen.config.vocab_size = n
+    return added

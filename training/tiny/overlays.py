@@ -16,8 +16,8 @@ import numpy as np
 
 from lens_ros.cli.predict import overlay
 from lens_ros.model.pipeline import Pipeline
-from lens_training.data.synthetic_dataset import SyntheticWorldDataset
 from lens_ros.world.language import KINDS
+from lens_training.data.synthetic_dataset import SyntheticWorldDataset
 
 OVERLAY_OFFSET = 71_000_000  # scenes no training run, evaluation or test draws
 
