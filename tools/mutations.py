@@ -2,8 +2,8 @@
 """Break the code on purpose and check that the tests notice (mutation checks).
 
 Each ``Mutation`` below replaces one exact piece of source text (it must occur exactly
-once) in a scratch copy of the working tree, runs the tests that guard that code, and
-reports "caught" (the tests failed) or "SURVIVED" (they still pass: they guard nothing).
+once) in a scratch copy of the working tree, runs each test that guards that code, and
+reports per test "caught" (it failed) or "SURVIVED" (it still passes: it guards nothing).
 The working tree itself is never edited. test/MUTATIONS.md records the last results.
 
     .venv/bin/python tools/mutations.py                 # every mutation
@@ -73,6 +73,31 @@ MUTATIONS: list[Mutation] = [
         ("test/model/test_speculative.py",),
         "speculative decoding accepts every drafted token without checking it",
     ),
+    Mutation(
+        "fallback-mask-deleted",
+        "lens_ros/model/pipeline.py",
+        "        result = self._result(decoded, expression, timings, fallback_box=parsed_box)\n",
+        "        result = self._result(decoded, expression, timings, fallback_box=parsed_box)\n"
+        "        if parsed.box is None:  # no box: no mask either\n"
+        "            result.masks, result.boxes, result.scores, result.labels = "
+        "result.masks[:0], result.boxes[:0], result.scores[:0], []\n",
+        (
+            "test/model/test_pipeline.py::test_segment_returns_masks_at_input_resolution",
+            "test/reliability/test_bad_input_matrix.py::test_unparsable_mllm_answer_falls_back_to_the_context_queries",
+        ),
+        "an unparsable answer gives no mask (the context queries' fallback mask deleted)",
+    ),
+    Mutation(
+        "onnx-never-built",
+        "lens_ros/model/pipeline.py",
+        "self.segmenter = OnnxSegmenter.from_segmenter(self.model.segmenter, onnx_dir, device=self.device)",
+        "del OnnxSegmenter  # the torch segmenter stays",
+        (
+            "test/model/test_pipeline.py::test_pipeline_with_onnx_backend",
+            "test/ros/test_node_model.py::test_onnx_segmenter_backend_parameter_reaches_the_pipeline",
+        ),
+        "segmenter_backend='onnx' never builds the ONNX segmenter",
+    ),
 ]
 
 
@@ -109,6 +134,7 @@ def main() -> int:
     parser.add_argument("--baseline", action="store_true", help="run each mutation's tests unmutated first")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per pytest run")
     parser.add_argument("--keep", action="store_true", help="keep the scratch copy")
+    parser.add_argument("--test", action="append", help="only the tests whose id contains this (repeatable)")
     args = parser.parse_args()
     known = {m.name: m for m in MUTATIONS}
     if args.list:
@@ -133,21 +159,24 @@ def main() -> int:
                 print(f"| {m.name} | {m.what} | STALE: the text occurs {count} times in {m.path} |", flush=True)
                 survived += 1
                 continue
+            tests = [t for t in m.tests if not args.test or any(f in t for f in args.test)]
             if args.baseline:
-                rc, tail = run_tests(copy, m.tests, args.timeout)
+                rc, tail = run_tests(copy, tuple(tests), args.timeout)
                 if rc != 0:
                     print(f"| {m.name} | {m.what} | BASELINE FAILS: {tail} |", flush=True)
                     survived += 1
                     continue
             path.write_text(original.replace(m.old, m.new))
-            start = time.monotonic()
             try:
-                rc, tail = run_tests(copy, m.tests, args.timeout)
+                for test in tests:
+                    start = time.monotonic()
+                    rc, tail = run_tests(copy, (test,), args.timeout)
+                    verdict = "caught" if rc != 0 else "SURVIVED"
+                    survived += rc == 0
+                    print(f"| `{test}` | {m.name}: {m.what} | {verdict} ({tail}; {time.monotonic() - start:.0f} s) |")
+                    sys.stdout.flush()
             finally:
                 path.write_text(original)
-            verdict = "caught" if rc != 0 else "SURVIVED"
-            survived += rc == 0
-            print(f"| {m.name} | {m.what} | {verdict} ({tail}; {time.monotonic() - start:.0f} s) |", flush=True)
     finally:
         if not args.keep:
             shutil.rmtree(copy, ignore_errors=True)

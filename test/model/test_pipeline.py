@@ -18,13 +18,21 @@ def pipe(tiny_model):
 def test_segment_returns_masks_at_input_resolution(pipe, scene):
     result, state = pipe.segment(scene, "the red block")
     assert result.masks.shape[1:] == scene.shape[:2] and result.masks.dtype == bool
-    assert result.masks.shape[0] in (0, 1)
     assert result.boxes.shape == (result.masks.shape[0], 4)
     assert result.answer and not result.tracked
     assert result.timings.generate_ms > 0 and result.timings.total_ms > 0
     # a random model writes no box: the context queries alone made the mask, and it says so
     assert result.parsed_box is None and "context queries alone" in result.parse_error
     assert isinstance(state, TrackState) and state.prompt_tokens.shape == (1, 1, pipe.segmenter.prompt_dim)
+    assert result.masks.shape[0] == 1 and result.masks[0].any(), "no mask from the context queries"
+    emb = pipe.segmenter.encode(scene)
+    threshold = pipe.config.mask_threshold
+
+    def mask_of(tokens):
+        return (pipe.segmenter.decode(emb, prompt_tokens=tokens).mask_logits[0, 0] > threshold).numpy()
+
+    np.testing.assert_array_equal(result.masks[0], mask_of(state.prompt_tokens))
+    assert (mask_of(torch.zeros_like(state.prompt_tokens)) != result.masks[0]).any(), "the mask ignores the prompt"
 
 
 def test_track_does_not_call_the_mllm(pipe, scene, monkeypatch):
@@ -33,7 +41,7 @@ def test_track_does_not_call_the_mllm(pipe, scene, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("track must not run the MLLM")
 
-    monkeypatch.setattr(pipe.model.mllm, "generate", forbidden)
+    monkeypatch.setattr(pipe.model.decoder, "generate", forbidden)
     monkeypatch.setattr(pipe.model.mllm, "run_language_model", forbidden)
     moved = np.roll(scene, 5, axis=1)
     result, state2 = pipe.track(moved, state)
@@ -112,9 +120,28 @@ def test_pipeline_with_onnx_backend(tiny_model, scene, tmp_path):
     onnx_pipe = Pipeline(
         tiny_model, segmenter_backend="onnx", onnx_dir=tmp_path / "onnx", config=PipelineConfig(max_new_tokens=6)
     )
+    from lens_ros.model.onnx_backend import DECODER_FILE, ENCODER_FILE, OnnxSegmenter
+
+    segmenter = onnx_pipe.segmenter
+    assert isinstance(segmenter, OnnxSegmenter), type(segmenter)
+    assert (tmp_path / "onnx" / DECODER_FILE).is_file() and (tmp_path / "onnx" / ENCODER_FILE).is_file()
+    segmenter.encoder, segmenter.decoder = CountedSession(segmenter.encoder), CountedSession(segmenter.decoder)
     a, _ = torch_pipe.segment(scene, "the red block")
     b, _ = onnx_pipe.segment(scene, "the red block")
+    assert segmenter.encoder.runs == 1 and segmenter.decoder.runs == 1, "onnxruntime did not make the mask"
+    assert b.masks.shape == a.masks.shape and a.masks.any()
     assert (a.masks != b.masks).mean() < 1e-3
+
+
+class CountedSession:
+    """An onnxruntime InferenceSession that counts its runs."""
+
+    def __init__(self, session):
+        self.session, self.runs = session, 0
+
+    def run(self, *args, **kwargs):
+        self.runs += 1
+        return self.session.run(*args, **kwargs)
 
 
 @pytest.mark.parametrize("bundle", ["tiny_bundle", "tiny_sam2_bundle"])
@@ -140,7 +167,7 @@ def test_sam2_memory_tracking_without_mllm(tmp_path, scene, monkeypatch):
     _, state = pipe.segment(scene, "the red block")
     memory = state.extras["sam2_memory"]
     assert isinstance(memory, Sam2MemoryTracker) and 0 in memory.output_dict["cond_frame_outputs"]
-    monkeypatch.setattr(pipe.model.mllm, "generate", lambda *a, **k: pytest.fail("track ran the MLLM"))
+    monkeypatch.setattr(pipe.model.decoder, "generate", lambda *a, **k: pytest.fail("track ran the MLLM"))
     monkeypatch.setattr(pipe.model.segmenter.sam, "max_obj_ptrs_in_encoder", 2)  # fewer frames to fill it
     for shift in range(1, 10):
         result, state = pipe.track(np.roll(scene, shift, axis=1), state)
