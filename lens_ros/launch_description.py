@@ -4,12 +4,15 @@ Node names, executables, parameter files, parameter overrides, remappings and th
 launch arguments with their defaults live here only. ``launch/perception.launch.py``
 turns ``node_specs`` into launch_ros ``Node`` actions; ``lens_ros.launch_cli`` turns
 the same specs into ``--ros-args`` command lines for a venv without launch_ros.
-No ROS imports: both sides (and the tests) can read it anywhere.
+No ROS imports (the ament index is read only when RViz is asked for): both sides
+(and the tests) can read it anywhere.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +84,26 @@ class NodeSpec:
     log_level: str = "info"
 
 
+@dataclass(frozen=True)
+class LaunchPlan:
+    """What to start for one set of launch arguments, and what was left out and why."""
+
+    specs: list[NodeSpec]
+    warnings: list[str] = field(default_factory=list)
+
+
+def ament_executable(package: str, executable: str) -> str | None:
+    """lib/<package>/<executable> of a package in the ament index (where launch_ros's
+    Node(package=..., executable=...) looks), or None."""
+    try:
+        from ament_index_python.packages import get_package_prefix
+
+        candidate = Path(get_package_prefix(package)) / "lib" / package / executable
+    except (ImportError, LookupError, OSError):  # no ament index, or the package is not in it
+        return None
+    return str(candidate) if os.access(candidate, os.X_OK) else None
+
+
 def resolve_arguments(values: Mapping[str, str] | None = None) -> dict[str, str]:
     """Defaults overlaid with ``values``; an unknown name raises with the known ones."""
     values = dict(values or {})
@@ -103,7 +126,17 @@ def as_bool(value: str) -> bool:
 
 def node_specs(values: Mapping[str, str] | None = None) -> list[NodeSpec]:
     """The processes to start for these launch argument values (strings, as launch gives them)."""
+    return launch_plan(values).specs
+
+
+def launch_plan(values: Mapping[str, str] | None = None) -> LaunchPlan:
+    """``node_specs`` plus a warning for each requested process that cannot start here.
+
+    Optional tools that are not installed (rviz2) are left out when the description is
+    built, so nothing is started that would have to be torn down again.
+    """
     args = resolve_arguments(values)
+    warnings: list[str] = []
     share = config_dir()
     params_file = args["params_file"] or str(share / NODE_PARAMS_FILE)
     overrides: dict[str, object] = {}
@@ -152,15 +185,14 @@ def node_specs(values: Mapping[str, str] | None = None) -> list[NodeSpec]:
             )
         )
     if as_bool(args["use_rviz"]):
-        specs.append(
-            NodeSpec(
-                name="rviz",
-                executable="rviz2",
-                package="rviz2",
-                arguments=("-d", str(share / RVIZ_CONFIG)),
-                log_level=args["log_level"],
+        rviz = rviz_spec(str(share / RVIZ_CONFIG), args["log_level"])
+        if rviz is None:
+            warnings.append(
+                f"use_rviz:=true but {RVIZ} is not installed (no package {RVIZ!r} in the ament index, "
+                f"none on PATH): RViz is not started; the node's topics are published all the same"
             )
-        )
+        else:
+            specs.append(rviz)
     if as_bool(args["console"]):
         specs.append(
             NodeSpec(
@@ -172,7 +204,18 @@ def node_specs(values: Mapping[str, str] | None = None) -> list[NodeSpec]:
                 log_level=args["log_level"],
             )
         )
-    return specs
+    return LaunchPlan(specs, warnings)
+
+
+def rviz_spec(config: str, log_level: str) -> NodeSpec | None:
+    """RViz with ``config``: package rviz2 from the ament index, else an rviz2 on PATH, else None."""
+    if ament_executable(RVIZ, RVIZ):
+        package, executable = RVIZ, RVIZ
+    else:  # launch_ros runs an executable outside the ament index by its path, with no package
+        package, executable = "", shutil.which(RVIZ)
+        if executable is None:
+            return None
+    return NodeSpec(name="rviz", executable=executable, package=package, arguments=("-d", config), log_level=log_level)
 
 
 def parameter_value(value: object) -> str:
