@@ -7,6 +7,14 @@ The queries (1, Q, C) are appended after prompt + completion and run through the
     MLP ratio 4) -> Conv1d(C, C, kernel=Q) collapsing Q tokens to 1 -> Linear(C, C),
     GELU, Linear(C, D) -> (B, 1, D) sparse prompt token (D = segmenter prompt width).
 
+``normalize_collapsed`` (off for the released LENS weights) puts a parameter-free
+LayerNorm between the Conv1d and the projection. Why: the Conv1d sums C*Q inputs, and the
+64 query states are strongly correlated, so its output is tens of times larger than its
+input; Adam then moves every pre-activation of the first projection by (input size x lr x
+C) per step, which drove all of them below zero in a small model (a dead GELU: the
+prompt token becomes the last bias, whatever the image and instruction). Normalised, the
+first projection sees unit-scale inputs at any width.
+
 Parameter names follow the official LENS modules (``learnable_query``, ``connector``,
 ``conv_1d``, ``proj_to_sam``) so the released weights map one to one.
 """
@@ -31,6 +39,7 @@ class ContextModuleConfig:
     connector_heads: int = 16
     mlp_ratio: float = 4.0
     query_init_std: float = 0.02
+    normalize_collapsed: bool = False
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.connector_heads:
@@ -137,4 +146,6 @@ class ContextModule(nn.Module):
             )
         x = self.connector(query_hidden)
         x = self.conv_1d(x.transpose(1, 2)).transpose(1, 2)  # (B, 1, C)
+        if self.config.normalize_collapsed:
+            x = F.layer_norm(x, x.shape[-1:])
         return self.proj_to_sam(x)

@@ -51,6 +51,7 @@ class BuildConfig:
     device: str = "cpu"  # "cuda": pre-training, stage 1 and stage 2 on a GPU (same code, same data)
     workers: int = 0  # data-loader processes for the MLLM pre-training and stages 1/2
     skip: str = ""  # comma-separated steps to skip: pretrain,stage1,stage2,eval,export
+    context_norm: int = 1  # 0: the context module without the LayerNorm before proj_to_sam
 
 
 def run_pretraining(cfg: BuildConfig) -> None:
@@ -92,17 +93,22 @@ def run_pretraining(cfg: BuildConfig) -> None:
         raise RuntimeError(f"pre-training failed with exit codes {codes}")
 
 
-def context_config(hidden: int):
+def context_config(hidden: int, normalize: bool = True):
     from lens_ros.model.context_module import ContextModuleConfig
 
     # connector depth 2 (LENS: 4) keeps the bundle under 25 MB; the Conv1d over the 64
     # queries alone is hidden^2 * 64 = 4.2 M parameters.
     return ContextModuleConfig(
-        hidden_size=hidden, num_queries=64, out_dim=TINY_SAM.prompt_embed_dim, connector_depth=2, connector_heads=4
+        hidden_size=hidden,
+        num_queries=64,
+        out_dim=TINY_SAM.prompt_embed_dim,
+        connector_depth=2,
+        connector_heads=4,
+        normalize_collapsed=normalize,  # without it the GELU of proj_to_sam died in stage 1
     )
 
 
-def assemble_base(work: Path) -> Path:
+def assemble_base(work: Path, context_norm: bool = True) -> Path:
     """Pretrained MLLM + pretrained SAM + fresh context module -> bundle <work>/base."""
     from safetensors.torch import load_file
     from transformers import Qwen2_5_VLForConditionalGeneration
@@ -120,7 +126,7 @@ def assemble_base(work: Path) -> Path:
     config = LensConfig(
         qwen=qwen.config.to_dict(),
         image=tiny_image_config(),
-        context=context_config(qwen.config.text_config.hidden_size),
+        context=context_config(qwen.config.text_config.hidden_size, context_norm),
         segmenter_kind="sam",
         segmenter=TINY_SAM.to_dict(),
         cot=True,
@@ -247,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         run_pretraining(cfg)
     base = work / "base"
     if not (base / "config.json").is_file():
-        assemble_base(work)
+        assemble_base(work, bool(cfg.context_norm))
     stage1 = work / "stage1" / "final"
     if "stage1" not in skip and not stage1.is_dir():
         run_stage1(cfg, base)
