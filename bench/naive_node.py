@@ -18,7 +18,6 @@ import time
 import numpy as np
 import rclpy
 import torch
-from lens_ros.msg import Segmentation, SegmentedObject
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
@@ -27,6 +26,7 @@ from std_msgs.msg import String
 
 from lens_ros.image_conversion import image_to_numpy, to_rgb8
 from lens_ros.messages import INSTRUCTION_TOPIC, latched_qos, mask_image
+from lens_ros.msg import Segmentation, SegmentedObject
 from lens_ros.ros_env import configure_dds
 
 NODE_NAME = "naive_node"

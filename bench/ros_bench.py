@@ -48,13 +48,13 @@ def measure_ros(
     driver does); a live scene costs its rendering, ~70 % of one core at 640x480 30 Hz.
     baseline: run bench.naive_node instead of lens_node (first masks only, no tracking)."""
     import rclpy
-    from lens_ros.msg import Segmentation
     from rclpy.executors import SingleThreadedExecutor
     from std_msgs.msg import String
 
     from lens_ros.launch_cli import ProcessGroup
     from lens_ros.launch_description import LENS_NODE, NodeSpec, node_specs, resolve_arguments
     from lens_ros.messages import INSTRUCTION_TOPIC, latched_qos
+    from lens_ros.msg import Segmentation
 
     specs = node_specs({"use_sim_camera": "true", "preset": model})
     for spec in specs:

@@ -44,13 +44,13 @@ def rss_mib(pid: int) -> float | None:
 def run_soak(minutes: float, every: float, model: str, env: dict | None = None) -> dict:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
-    from lens_ros.msg import Segmentation
     from rclpy.executors import SingleThreadedExecutor
     from std_msgs.msg import String
 
     from lens_ros.launch_cli import ProcessGroup
     from lens_ros.launch_description import LENS_NODE, node_specs
     from lens_ros.messages import INSTRUCTION_TOPIC, latched_qos
+    from lens_ros.msg import Segmentation
 
     group = ProcessGroup(env=env)
     group.start(node_specs({"use_sim_camera": "true", "preset": model}))

@@ -16,11 +16,8 @@ import sys
 import numpy as np
 
 from lens_ros.model.pipeline import Pipeline
+from lens_ros.regions import mask_iou
 from lens_training.data.specs import build_dataset
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / max((a | b).sum(), 1))
 
 
 def main(device: str = "cuda") -> dict:
@@ -40,13 +37,13 @@ def main(device: str = "cuda") -> dict:
             result, _ = pipe.segment(s.image, s.expression)
             times.append(result.timings.total_ms)
             mask = np.asarray(result.masks[0]).astype(bool)
-            ious.append(_iou(mask, s.mask.astype(bool)))
+            ious.append(mask_iou(mask, s.mask.astype(bool)))
             masks[name].append(mask)
         out[name] = {"segment_ms_median": statistics.median(times), "mean_iou_vs_gt": float(np.mean(ious))}
         print(name, out[name], file=sys.stderr, flush=True)
     for name, ms in masks.items():
         out[name]["mask_iou_vs_cpu_fp32"] = float(
-            np.mean([_iou(a, b) for a, b in zip(masks["cpu fp32"], ms, strict=True)])
+            np.mean([mask_iou(a, b) for a, b in zip(masks["cpu fp32"], ms, strict=True)])
         )
     return out
 

@@ -26,6 +26,7 @@ import numpy as np
 from lens_ros.launch_cli import ProcessGroup
 from lens_ros.launch_description import SIM_CAMERA, node_specs
 from lens_ros.messages import INSTRUCTION_TOPIC, latched_qos
+from lens_ros.regions import mask_iou
 from lens_ros.ros_env import configure_dds
 
 KINDS = ("simple", "relational", "reasoning")
@@ -49,11 +50,6 @@ class Answer:
     position_error_m: float | None = None
     overlay_png: str = ""
     notes: list[str] = field(default_factory=list)
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 0.0
 
 
 class DemoClient:

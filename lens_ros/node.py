@@ -11,16 +11,14 @@ lifecycle node: the model is loaded on activate and freed on deactivate.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import sys
 import threading
 import time
+from collections.abc import Callable
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -31,57 +29,75 @@ from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.service import Service
 from rclpy.subscription import Subscription
 from rclpy.timer import Timer
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
-from visualization_msgs.msg import MarkerArray
 
-from lens_ros import geometry, messages, visualization
-from lens_ros.frame_sync import LatestSlot, StampBuffer, stamp_to_s
-from lens_ros.image_conversion import compressed_to_numpy, image_to_numpy, numpy_to_image, to_rgb8
+from lens_ros import messages
+from lens_ros.frame_sync import LatestSlot, stamp_to_s
+from lens_ros.model.pipeline import Pipeline
 from lens_ros.model.types import BadInputError, LensError, SegmentationResult
 from lens_ros.msg import Segmentation
 from lens_ros.node_config import NODE_NAME, NodeConfig, check_value, declare_parameters
 from lens_ros.node_inputs import (
     DecodedFrame,
+    DepthInput,
     Frame,
     Instruction,
+    WorkItem,
     clean_instruction,
+    decode_frame,
     inference_threads,
-    resolve_device,
 )
-from lens_ros.node_service import SegmentService
+from lens_ros.node_outputs import OUTPUT_QOS, Answer, Outputs, build_answer
 from lens_ros.node_stats import NodeStats
 from lens_ros.ros_env import configure_dds
 from lens_ros.srv import Segment
 
-OUTPUT_QOS = 10
 # NodeConfig fields that are lens_ros.model.pipeline.PipelineConfig fields of the same name.
 PIPELINE_OPTIONS = frozenset({"mask_threshold", "use_box_prompt", "track_with_previous_box", "draft_tokens"})
+# Builds the node's pipeline: (model, device=, dtype=, segmenter_backend=, model_dir=) -> Pipeline.
+PipelineFactory = Callable[..., Pipeline]
 
 
-class LensBehaviour(SegmentService):
-    """What the node does; mixed into a plain Node (``LensNode``) or a LifecycleNode."""
+class ModelFailure(Exception):
+    """The model could not answer a frame; ``status`` and the text go into the answer."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+
+
+class LensBehaviour:
+    """What the node does, shared by a plain Node (``LensNode``) and a LifecycleNode.
+
+    Data flow: callbacks queue one ``WorkItem`` (newest frame + current instruction) in a
+    latest-wins slot; the worker thread decides once whether to reason or track
+    (``_plan``), runs the model (``_run_model``), matches the frame's depth, builds the
+    ``Answer`` (``node_outputs.build_answer``) and publishes it (``Outputs``). The
+    ``~/segment`` service runs the same ``_run_model`` and ``build_answer``.
+    """
 
     # -- set-up -------------------------------------------------------------------------
-    def _init_state(self) -> None:
+    def _init_state(self, pipeline_factory: PipelineFactory | None) -> None:
         self.config: NodeConfig = declare_parameters(self)
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._pipeline_factory = pipeline_factory or Pipeline.from_pretrained
         self.stats = NodeStats()
-        self.pipeline = None
+        self.pipeline: Pipeline | None = None
         self.device, self.dtype = "", ""
         self._pipeline_lock = threading.Lock()
         self._slot = LatestSlot()
-        self._depth = StampBuffer(self.config.depth_buffer_size)
-        self._info = StampBuffer(self.config.depth_buffer_size)
+        self._depth: DepthInput | None = None
         self._instruction: Instruction | None = None
         self._instruction_lock = threading.Lock()
         self._latest_frame: Frame | None = None
-        self._track_state = None
-        self._state_version = -1
+        self._track_state = None  # the worker's: what the last reasoning left for tracking
+        self._state_version = -1  # the instruction version _track_state answers
         self._last_reason = 0.0
         self._worker: threading.Thread | None = None
         self._running = threading.Event()
         self._io: list = []
+        self.outputs: Outputs | None = None
 
     def _create_interfaces(self) -> None:
         cfg = self.config
@@ -91,8 +107,9 @@ class LensBehaviour(SegmentService):
             subscriptions.append((CompressedImage, "image/compressed", self._on_image, sensor_qos))
         else:
             subscriptions.append((Image, "image", self._on_image, sensor_qos))
-        self._depth_topic = self.resolve_topic_name("depth")  # after remapping
         if cfg.use_depth:
+            depth_topic = self.resolve_topic_name("depth")  # after remapping
+            self._depth = DepthInput(cfg.depth_buffer_size, lambda: self.count_publishers(depth_topic))
             subscriptions.append((Image, "depth", self._on_depth, sensor_qos))
             subscriptions.append((CameraInfo, "camera_info", self._on_camera_info, sensor_qos))
         # One group per subscription: in one shared group a callback that is ready while another
@@ -101,18 +118,9 @@ class LensBehaviour(SegmentService):
         for msg_type, topic, callback, qos in subscriptions:
             group = MutuallyExclusiveCallbackGroup()
             self._io.append(self.create_subscription(msg_type, topic, callback, qos, callback_group=group))
-
-        self.pub_segmentation = self.create_publisher(Segmentation, "~/segmentation", OUTPUT_QOS)
-        self.pub_mask = self.create_publisher(Image, "~/mask", OUTPUT_QOS)
-        self.pub_overlay = self.create_publisher(Image, "~/overlay", OUTPUT_QOS)
-        self.pub_rationale = self.create_publisher(String, "~/rationale", messages.latched_qos())
-        self.pub_markers = self.create_publisher(MarkerArray, "~/markers", OUTPUT_QOS)
-        self.pub_pose = self.create_publisher(PoseStamped, "~/target_pose", OUTPUT_QOS)
-        self.pub_cloud = self.create_publisher(PointCloud2, "~/target_cloud", OUTPUT_QOS)
+        self.outputs = Outputs(self)
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
-        self._io += [self.pub_segmentation, self.pub_mask, self.pub_overlay, self.pub_rationale]
-        self._io += [self.pub_markers, self.pub_pose, self.pub_cloud, self.pub_diagnostics]
-
+        self._io += [*self.outputs.all, self.pub_diagnostics]
         service_group, timer_group = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
         self._io.append(
             self.create_service(Segment, "~/segment", self._on_segment_service, callback_group=service_group)
@@ -134,40 +142,36 @@ class LensBehaviour(SegmentService):
         self._io.clear()
 
     def _load_model(self) -> None:
-        from lens_ros.model.pipeline import Pipeline
-
         cfg = self.config
-        self.device, self.dtype = resolve_device(cfg.device, cfg.dtype)
+        threads = inference_threads(cfg.cpu_threads)
         where = f" from {cfg.model_dir}" if cfg.model_dir else ""
         self.get_logger().info(
-            f"loading model {cfg.model!r}{where} on {self.device} ({self.dtype}, segmenter {cfg.segmenter_backend}, "
-            f"{inference_threads(cfg.cpu_threads)} CPU threads)"
+            f"loading model {cfg.model!r}{where} (device {cfg.device}, dtype {cfg.dtype}, segmenter "
+            f"{cfg.segmenter_backend}, {threads} CPU threads)"
         )
         if cfg.switch_interval_s > 0:
             sys.setswitchinterval(cfg.switch_interval_s)
         import torch
 
-        torch.set_num_threads(inference_threads(cfg.cpu_threads))
+        torch.set_num_threads(threads)
         start = time.monotonic()
-        pipeline = Pipeline.from_pretrained(
+        pipeline = self._pipeline_factory(
             cfg.model,
-            device=self.device,
-            dtype=self.dtype,
+            device=cfg.device,
+            dtype=cfg.dtype,
             segmenter_backend=cfg.segmenter_backend,
             model_dir=cfg.model_dir or None,
         )
         self._apply_pipeline_options(pipeline)
         with self._pipeline_lock:
             self.pipeline = pipeline
+            self.device, self.dtype = str(pipeline.device), str(pipeline.dtype).removeprefix("torch.")
             self._track_state, self._state_version = None, -1
-        self.get_logger().info(f"model ready in {time.monotonic() - start:.1f} s")
+        self.get_logger().info(f"model ready on {self.device} ({self.dtype}) in {time.monotonic() - start:.1f} s")
 
-    def _apply_pipeline_options(self, pipeline) -> None:
-        """Copy the node's segmenter options into the pipeline's config (also at runtime)."""
-        options = {name: getattr(self.config, name) for name in PIPELINE_OPTIONS}
-        config = getattr(pipeline, "config", None)
-        if config is not None and dataclasses.is_dataclass(config):
-            pipeline.config = dataclasses.replace(config, **options)
+    def _apply_pipeline_options(self, pipeline: Pipeline) -> None:
+        """Copy the node's segmenter options into the pipeline's config (also at run time)."""
+        pipeline.config = pipeline.config.replace(**{name: getattr(self.config, name) for name in PIPELINE_OPTIONS})
 
     def _unload_model(self) -> None:
         with self._pipeline_lock:
@@ -188,38 +192,34 @@ class LensBehaviour(SegmentService):
             self._worker.join(timeout=10.0)
             self._worker = None
 
-    # -- callbacks (short: store and return) --------------------------------------------
+    # -- callbacks (short: queue and return) ---------------------------------------------
     def _on_image(self, msg) -> None:
         self.stats.event("image_in")
         frame = Frame(msg, time.monotonic())
         self._latest_frame = frame
+        instruction = self._instruction
         if self.pipeline is None:
             self.stats.drop("inactive")
-            return
-        if self._instruction is None:
+        elif instruction is None:
             self.stats.drop("no_instruction")
-            return
-        if not self.config.track and self._state_version == self._instruction.version and not self._reason_due():
-            self.stats.drop("not_tracking")
-            return
-        if not self._slot.put(frame):
-            self.stats.drop("superseded")
+        else:
+            self._queue(WorkItem(frame, instruction))
 
     def _on_depth(self, msg: Image) -> None:
-        self._depth.add(stamp_to_s(msg.header.stamp), msg)
+        self._depth.depth.add(stamp_to_s(msg.header.stamp), msg)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._info.add(stamp_to_s(msg.header.stamp), msg)
+        self._depth.info.add(stamp_to_s(msg.header.stamp), msg)
 
     def _on_instruction(self, msg: String) -> None:
         text, problem = clean_instruction(msg.data, self.config.max_instruction_length)
         if problem:
             self.stats.event("instruction_rejected")
-            self._report_bad_input(self._latest_header(), msg.data[:200], problem)
+            self._report(self._latest_header(), msg.data[:200], Segmentation.STATUS_BAD_INPUT, f"bad input: {problem}")
             return
         with self._instruction_lock:
             version = self._instruction.version + 1 if self._instruction else 0
-            self._instruction = Instruction(text, version)
+            self._instruction = instruction = Instruction(text, version)
         self.stats.event("instruction")
         self.get_logger().info(f"new instruction: {text[:200]!r}")
         frame = self._latest_frame
@@ -228,202 +228,185 @@ class LensBehaviour(SegmentService):
             # already have been answered: "requeued" keeps the frame accounting exact
             # (image_in + requeued = published + dropped + in flight).
             self.stats.event("requeued")
-            if not self._slot.put(frame):
-                self.stats.drop("superseded")
+            self._queue(WorkItem(frame, instruction))
+
+    def _queue(self, item: WorkItem) -> None:
+        if not self._slot.put(item):
+            self.stats.drop("superseded")
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         changes = {}
         for param in params:
-            problem = check_value(param.name, param.value) if hasattr(NodeConfig, param.name) else ""
+            if not hasattr(NodeConfig, param.name):
+                continue
+            problem = check_value(param.name, param.value)
             if problem:
                 return SetParametersResult(successful=False, reason=problem)
-            if hasattr(NodeConfig, param.name):
-                changes[param.name] = (
-                    float(param.value) if isinstance(getattr(self.config, param.name), float) else param.value
-                )
+            current = getattr(self.config, param.name)
+            changes[param.name] = float(param.value) if isinstance(current, float) else param.value
         self.config = self.config.replace(**changes)
-        if self.pipeline is not None and PIPELINE_OPTIONS & changes.keys():
-            self._apply_pipeline_options(self.pipeline)
+        pipeline = self.pipeline
+        if pipeline is not None and PIPELINE_OPTIONS & changes.keys():
+            self._apply_pipeline_options(pipeline)
         return SetParametersResult(successful=True)
 
     # -- worker ---------------------------------------------------------------------------
     def _work(self) -> None:
         while self._running.is_set():
-            frame = self._slot.take(timeout=0.2)
-            if frame is None:
+            item = self._slot.take(timeout=0.2)
+            if item is None:
                 continue
             try:
-                self._process(frame)
+                self._answer(item)
             except Exception as exc:  # the worker must survive anything a frame causes
                 if not self.context.ok():  # shutting down: the publishers are gone
                     break
                 self.stats.drop("error")
                 self._note_error(f"unexpected error: {type(exc).__name__}: {exc}")
 
-    def _reason_due(self) -> bool:
+    def _plan(self, item: WorkItem) -> str | None:
+        """The one decision per frame: "reason", "track", or None (tracking is off)."""
         interval = self.config.reason_interval_s
-        return interval > 0 and time.monotonic() - self._last_reason >= interval
+        reason_due = interval > 0 and time.monotonic() - self._last_reason >= interval
+        if self._track_state is None or self._state_version != item.instruction.version or reason_due:
+            return "reason"
+        return "track" if self.config.track else None
 
-    def _process(self, frame: Frame) -> None:
-        with self._instruction_lock:
-            instruction = self._instruction
-        reason = self._track_state is None or self._state_version != instruction.version or self._reason_due()
-        if not reason and not self.config.track:
+    def _answer(self, item: WorkItem) -> None:
+        plan = self._plan(item)
+        if plan is None:
             self.stats.drop("not_tracking")
             return
-        header = frame.msg.header
+        header, instruction = item.frame.msg.header, item.instruction
         try:
-            decoded = self._decode(frame.msg)
+            decoded = decode_frame(item.frame.msg, self.config.max_image_pixels)
+            result = self._run_model(decoded, instruction.text, plan == "reason", item.instruction.version)
+        except ModelFailure as exc:
+            bad = exc.status == Segmentation.STATUS_BAD_INPUT
+            self.stats.drop("bad_input" if bad else "error")
+            self._report(header, instruction.text, exc.status, f"bad input: {exc}" if bad else str(exc))
+            return
         except BadInputError as exc:
             self.stats.drop("bad_image")
-            self._report_bad_input(header, instruction.text, str(exc))
+            self._report(header, instruction.text, Segmentation.STATUS_BAD_INPUT, f"bad input: {exc}")
             return
+        self.stats.event("reasoned" if plan == "reason" else "tracked")
+        self.stats.latency("reasoning" if plan == "reason" else "tracking", result.timings.total_ms)
+        answer = self._complete(decoded, instruction.text, result, item.frame.received)
+        self.outputs.publish(answer, self.config)
+        self.stats.event("published")
+        self.stats.latency("total", answer.total_ms)
+
+    def _run_model(
+        self, decoded: DecodedFrame, instruction: str, reason: bool, version: int | None = None
+    ) -> SegmentationResult:
+        """The pipeline on one frame: reasoning (``segment``) or tracking with the cached state.
+
+        ``version``: the instruction version whose tracking state this call updates (None: a
+        one-shot call, the ``~/segment`` service, which leaves tracking alone).
+        Raises ``ModelFailure`` with the answer's status when the model cannot answer.
+        """
         with self._pipeline_lock:
             if self.pipeline is None:
-                self.stats.drop("inactive")
-                return
+                raise ModelFailure(Segmentation.STATUS_ERROR, "model not loaded (inactive)")
             try:
                 if reason:
-                    result, state = self.pipeline.segment(decoded.rgb, instruction.text)
+                    stream = self._rationale_stream() if version is not None else None
+                    result, state = self.pipeline.segment(decoded.rgb, instruction, on_rationale=stream)
                     self._last_reason = time.monotonic()
                 else:
                     result, state = self.pipeline.track(decoded.rgb, self._track_state)
             except BadInputError as exc:
-                self.stats.drop("bad_input")
-                self._report_bad_input(header, instruction.text, str(exc))
-                return
-            except Exception as exc:  # reported in ~/segmentation, node keeps running
-                self._track_state, self._state_version = (None, -1)  # reason afresh next frame
-                self._report_error(header, instruction.text, exc)
-                return
-            self._track_state, self._state_version = state, instruction.version
-        self._attach_depth(decoded)
-        self.stats.event("reasoned" if reason else "tracked")
-        self.stats.latency("reasoning" if reason else "tracking", result.timings.total_ms)
-        self._publish_result(decoded, instruction.text, result, frame.received)
+                raise ModelFailure(Segmentation.STATUS_BAD_INPUT, str(exc)) from exc
+            except Exception as exc:  # reported in ~/segmentation, the node keeps running
+                if version is not None:
+                    self._track_state, self._state_version = None, -1  # reason afresh next frame
+                raise ModelFailure(Segmentation.STATUS_ERROR, self._error_text(exc)) from exc
+            if version is not None:
+                self._track_state, self._state_version = state, version
+        return result
 
-    def _decode(self, msg) -> DecodedFrame:
-        if isinstance(msg, CompressedImage):
-            rgb = compressed_to_numpy(msg)
-        else:
-            rgb = to_rgb8(image_to_numpy(msg), msg.encoding)
-        h, w = rgb.shape[:2]
-        if h * w > self.config.max_image_pixels:
-            raise BadInputError(f"image of {w}x{h} px exceeds max_image_pixels {self.config.max_image_pixels}")
-        return DecodedFrame(msg.header, rgb)
+    def _rationale_stream(self) -> Callable[[str], None] | None:
+        """Publishes the rationale while it is written, at most every ``rationale_stream_period_s``."""
+        period = self.config.rationale_stream_period_s
+        if period <= 0 or not self.config.publish_rationale:
+            return None
+        last = [0.0, ""]
 
-    def _depth_expected(self) -> bool:
-        """Depth is flowing, or about to: a publisher is there but nothing has arrived yet (the
-        first frames after start-up, which a latched instruction is answered on)."""
-        if self._depth.active():
-            return True
-        return self._depth.latest() is None and self.count_publishers(self._depth_topic) > 0
+        def publish(text: str) -> None:
+            now = time.monotonic()
+            if text and text != last[1] and now - last[0] >= period:
+                last[0], last[1] = now, text
+                self.outputs.rationale_stream.publish(String(data=messages.bounded(text)))
 
-    def _attach_depth(self, decoded: DecodedFrame) -> None:
-        """Find the depth and camera_info of the same time; 3D outputs are skipped (and counted) without.
+        return publish
 
-        Called after the model: by then the frame's depth has arrived, so nothing waits in front
-        of the model for it (a depth image can arrive a few ms after its colour image).
-        """
+    def _complete(self, decoded: DecodedFrame, instruction: str, result, received: float) -> Answer:
+        """Depth of the frame's time (counted when missing or rejected) and the answer from it."""
         cfg = self.config
-        if not (cfg.use_depth and self._depth_expected()):
-            return
-        stamp = stamp_to_s(decoded.header.stamp)
-        depth_msg = self._depth.wait_nearest(stamp, cfg.sync_slop_s, cfg.sync_wait_s)
-        # the camera_info of that time (waited for like the depth), else the newest: it rarely changes
-        info = self._info.wait_nearest(stamp, cfg.sync_slop_s, cfg.sync_wait_s) or self._info.latest()
-        if depth_msg is None or info is None:
-            self.stats.event("depth_unmatched")
-            return
-        try:
-            depth = geometry.depth_to_metres(image_to_numpy(depth_msg), depth_msg.encoding, cfg.depth_scale)
-            decoded.k = geometry.intrinsics_for(np.asarray(info.k), (info.height, info.width), decoded.rgb.shape[:2])
-            decoded.depth_m = geometry.resize_nearest(depth, decoded.rgb.shape[:2])
-        except BadInputError as exc:
-            self.stats.event("depth_rejected")
-            self._note_error(f"depth ignored: {exc}")
-            decoded.k = decoded.depth_m = None
-
-    def _target_pose(self, decoded: DecodedFrame, mask: np.ndarray):
-        """(pose, points) of the masked depth, or (None, None) when there is no usable depth."""
-        if decoded.depth_m is None or not mask.any():
-            return None, None
-        cfg = self.config
-        points, pixels = geometry.masked_points(mask, decoded.depth_m, decoded.k, cfg.min_depth_m, cfg.max_depth_m)
-        try:
-            pose = geometry.principal_pose(points)
-        except BadInputError as exc:
+        if self._depth is not None and self._depth.expected():
+            problem = self._depth.attach(decoded, cfg.sync_slop_s, cfg.sync_wait_s, cfg.depth_scale)
+            if problem == "unmatched":
+                self.stats.event("depth_unmatched")
+            elif problem:
+                self.stats.event("depth_rejected")
+                self._note_error(f"depth ignored: {problem}")
+        answer = build_answer(cfg, decoded, instruction, result, received)
+        if answer.pose_problem:
             self.stats.event("no_depth_points")
-            self._note_error(f"no pose: {exc}")
-            return None, None
-        if cfg.pose_position == "centre":
-            pose = geometry.behind_visible_surface(pose)
-        return pose, (points, pixels)
+            self._note_error(answer.pose_problem)
+        return answer
 
-    # -- outputs --------------------------------------------------------------------------
-    def _publish_result(
-        self, decoded: DecodedFrame, instruction: str, result: SegmentationResult, received: float
-    ) -> None:
-        cfg = self.config
-        header = decoded.header
-        status, status_text = messages.status_of(result, cfg.min_score)
-        usable = status in (Segmentation.STATUS_OK, Segmentation.STATUS_PARSE_FALLBACK)
-        mask = result.masks[0] if result.masks.shape[0] else np.zeros(decoded.rgb.shape[:2], bool)
-        pose, cloud = self._target_pose(decoded, mask) if usable else (None, None)
-        mask_msg = messages.mask_image(mask, header)
-        total_ms = (time.monotonic() - received) * 1000.0
-        answer = dict(status=status, status_text=status_text, total_ms=total_ms, poses=[pose], mask_images=[mask_msg])
-        self.pub_segmentation.publish(messages.segmentation_message(header, instruction, result, **answer))
-        self.stats.event("published")
-        self.stats.latency("total", total_ms)
-        if cfg.publish_mask:
-            self.pub_mask.publish(mask_msg)
-        if cfg.publish_rationale and not result.tracked:
-            self.pub_rationale.publish(String(data=messages.bounded(result.rationale or result.answer)))
-        label = result.labels[0] if result.labels else instruction
-        if cfg.publish_overlay:
-            box = result.boxes[0] if usable and result.boxes.shape[0] else None
-            score = float(result.scores[0]) if result.scores.size else None
-            note = "tracked" if result.tracked else ""
-            overlay = visualization.draw_overlay(
-                decoded.rgb, mask if usable else None, box, label, score, note, cfg.overlay_alpha
+    # -- the ~/segment service ------------------------------------------------------------
+    def _on_segment_service(self, request, response):
+        """One-shot segmentation on the request's image (or the newest camera frame); the
+        instruction being tracked is left as it is."""
+        received = time.monotonic()
+        instruction, problem = clean_instruction(request.instruction, self.config.max_instruction_length)
+        msg = request.image
+        if not problem and (msg.width == 0 or msg.height == 0):
+            if self._latest_frame is None:
+                problem = "empty request image and no camera frame received yet"
+            else:
+                msg = self._latest_frame.msg
+        try:
+            if problem:
+                raise ModelFailure(Segmentation.STATUS_BAD_INPUT, problem)
+            try:
+                decoded = decode_frame(msg, self.config.max_image_pixels)
+            except BadInputError as exc:
+                raise ModelFailure(Segmentation.STATUS_BAD_INPUT, str(exc)) from exc
+            result = self._run_model(decoded, instruction, reason=True)
+        except ModelFailure as exc:
+            self.stats.event("service_rejected")
+            self.get_logger().warning(f"~/segment: {exc}", throttle_duration_sec=1.0)
+            response.success, response.message = False, messages.bounded(str(exc), 1024)
+            response.result = messages.segmentation_message(
+                msg.header, instruction, None, status=exc.status, status_text=str(exc)
             )
-            self.pub_overlay.publish(numpy_to_image(overlay, "rgb8", header))
-        if decoded.depth_m is not None:
-            self._publish_3d(decoded, pose, cloud, label)
+            return response
+        self.stats.event("service")
+        answer = self._complete(decoded, instruction, result, received)
+        response.result = answer.message()
+        response.success = answer.usable
+        response.message = answer.status_text or "ok"
+        return response
 
-    def _publish_3d(self, decoded: DecodedFrame, pose, cloud, label: str) -> None:
-        """Markers (cleared when there is no pose), target pose and the object's coloured points."""
-        cfg, header = self.config, decoded.header
-        if cfg.publish_markers:
-            self.pub_markers.publish(visualization.target_markers(header, pose, label))
-        if pose is not None and cfg.publish_pose:
-            self.pub_pose.publish(messages.pose_stamped(header, pose))
-        if pose is not None and cfg.publish_cloud:
-            points, pixels = cloud
-            keep = geometry.subsample(np.arange(len(points)), cfg.max_cloud_points)
-            colours = decoded.rgb[pixels[keep, 0], pixels[keep, 1]]
-            self.pub_cloud.publish(messages.point_cloud(header, points[keep], colours))
+    # -- reporting --------------------------------------------------------------------------
+    def _report(self, header: Header, instruction: str, status: int, text: str) -> None:
+        """An answer without a result (bad input, an error), logged and counted as the last error."""
+        if status == Segmentation.STATUS_BAD_INPUT:
+            self.get_logger().warning(text, throttle_duration_sec=2.0)
+            self.stats.error(text)
+        else:
+            self._note_error(text)
+        self.outputs.publish_status(header, instruction, status, text.removeprefix("bad input: "))
 
-    def _report_bad_input(self, header: Header, instruction: str, problem: str) -> None:
-        self.get_logger().warning(f"bad input: {problem}", throttle_duration_sec=2.0)
-        self.stats.error(f"bad input: {problem}")
-        self.pub_segmentation.publish(
-            messages.segmentation_message(
-                header, instruction, None, status=Segmentation.STATUS_BAD_INPUT, status_text=problem
-            )
-        )
-
-    def _report_error(self, header: Header, instruction: str, exc: Exception) -> None:
-        text = f"{type(exc).__name__}: {exc}"
+    def _error_text(self, exc: Exception) -> str:
         if "out of memory" in str(exc).lower():
-            text = f"out of memory on {self.device}: {exc}"
             self._free_cuda_cache()
-        self.stats.drop("error")
-        self._note_error(text)
-        self.pub_segmentation.publish(
-            messages.segmentation_message(header, instruction, None, status=Segmentation.STATUS_ERROR, status_text=text)
-        )
+            return f"out of memory on {self.device}: {exc}"
+        return f"{type(exc).__name__}: {exc}"
 
     def _free_cuda_cache(self) -> None:
         if self.device.startswith("cuda") and "torch" in sys.modules:
@@ -441,18 +424,19 @@ class LensBehaviour(SegmentService):
 
     def _publish_diagnostics(self) -> None:
         values = self.stats.snapshot()
+        pipeline = self.pipeline
         values.update(
             model=self.config.model_dir or self.config.model,
             device=self.device,
             dtype=self.dtype,
-            model_loaded=self.pipeline is not None,
+            model_loaded=pipeline is not None,
             dropped_superseded_total=self._slot.dropped,
             instruction=self._instruction.text if self._instruction else "",
         )
-        drafts = getattr(getattr(getattr(self.pipeline, "model", None), "decoder", None), "stats", None)
+        drafts = pipeline.draft_stats if pipeline is not None else None
         if drafts is not None:  # speculative decoding: generated tokens per decoder step (1: none accepted)
             values.update(decode_tokens_per_step=round(drafts.tokens_per_step, 2), draft_generations=drafts.generations)
-        if self.pipeline is None:
+        if pipeline is None:
             level, message = DiagnosticStatus.WARN, "model not loaded"
         elif values["last_error"] and time.monotonic() - self.stats.last_error_time < 10.0:
             level, message = DiagnosticStatus.WARN, values["last_error"]
@@ -473,9 +457,9 @@ class LensBehaviour(SegmentService):
 class LensNode(LensBehaviour, Node):
     """The node for a plain ``ros2 run``/launch: loads the model at construction."""
 
-    def __init__(self, node_name: str = NODE_NAME, **kwargs) -> None:
+    def __init__(self, node_name: str = NODE_NAME, pipeline_factory: PipelineFactory | None = None, **kwargs) -> None:
         Node.__init__(self, node_name, **kwargs)
-        self._init_state()
+        self._init_state(pipeline_factory)
         self._create_interfaces()
         self._load_model()
         self._start_worker()
@@ -489,9 +473,9 @@ class LensLifecycleNode(LensBehaviour, LifecycleNode):
     """Managed variant: configure creates the interfaces, activate loads the model,
     deactivate frees it (GPU memory back), cleanup removes the interfaces."""
 
-    def __init__(self, node_name: str = NODE_NAME, **kwargs) -> None:
+    def __init__(self, node_name: str = NODE_NAME, pipeline_factory: PipelineFactory | None = None, **kwargs) -> None:
         LifecycleNode.__init__(self, node_name, **kwargs)
-        self._init_state()
+        self._init_state(pipeline_factory)
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._create_interfaces()
@@ -525,7 +509,9 @@ class LensLifecycleNode(LensBehaviour, LifecycleNode):
         super().destroy_node()
 
 
-def main(args: list[str] | None = None) -> int:
+def main(args: list[str] | None = None, pipeline_factory: PipelineFactory | None = None) -> int:
+    """Run the node until shutdown; 0, or 1 when it cannot start. ``pipeline_factory``
+    replaces ``Pipeline.from_pretrained`` (e.g. a scripted pipeline in behaviour tests)."""
     configure_dds()
     rclpy.init(args=args)
     cli = argparse.ArgumentParser(prog="lens_node", description="LENS language-instructed segmentation node")
@@ -534,7 +520,8 @@ def main(args: list[str] | None = None) -> int:
     node, code = None, 0
     try:
         executor = MultiThreadedExecutor(num_threads=3)
-        node = LensLifecycleNode() if options.lifecycle else LensNode()  # may load a model for minutes
+        node_class = LensLifecycleNode if options.lifecycle else LensNode
+        node = node_class(pipeline_factory=pipeline_factory)  # may load a model for minutes
         if rclpy.ok():  # Ctrl-C during start-up shuts the context down: then just exit
             executor.add_node(node)
             executor.spin()

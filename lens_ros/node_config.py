@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from lens_ros.model.limits import MAX_IMAGE_PIXELS, MAX_INSTRUCTION_CHARS
 from lens_ros.model.types import ConfigError, short_repr
 
 NODE_NAME = "lens_node"
@@ -38,7 +39,7 @@ class NodeConfig:
         0.0002,
         "Python thread switch interval of the node process (sys.setswitchinterval; 0: Python's 5 ms). The "
         "model's worker and the executor's callback threads share the interpreter: short turns stop a camera "
-        "callback from holding the model up for milliseconds (tracking through ROS 14 -> 29 Hz measured)",
+        "callback from holding the model up",
         low=0.0,
         high=0.1,
     )
@@ -81,12 +82,24 @@ class NodeConfig:
         runtime=True,
     )
     max_instruction_length: int = _param(
-        512, "Instructions longer than this many characters are rejected", runtime=True, low=1, high=100000
+        MAX_INSTRUCTION_CHARS,
+        "Instructions longer than this many characters are rejected",
+        runtime=True,
+        low=1,
+        high=MAX_INSTRUCTION_CHARS,
     )
     # Outputs
     publish_mask: bool = _param(True, "Publish ~/mask (mono8)", runtime=True)
     publish_overlay: bool = _param(True, "Publish ~/overlay (rgb8 drawing for RViz)", runtime=True)
     publish_rationale: bool = _param(True, "Publish ~/rationale when the model reasons", runtime=True)
+    rationale_stream_period_s: float = _param(
+        0.05,
+        "While the model writes its rationale, publish it so far on ~/rationale_stream at most this often "
+        "(0: no stream)",
+        runtime=True,
+        low=0.0,
+        high=10.0,
+    )
     publish_markers: bool = _param(True, "Publish ~/markers (MarkerArray) when a 3D pose is known", runtime=True)
     publish_pose: bool = _param(True, "Publish ~/target_pose when depth and camera_info are available", runtime=True)
     publish_cloud: bool = _param(True, "Publish ~/target_cloud (the object's points)", runtime=True)
@@ -115,7 +128,7 @@ class NodeConfig:
     min_depth_m: float = _param(0.05, "Depth readings below this are ignored", runtime=True, low=0.0, high=1000.0)
     max_depth_m: float = _param(10.0, "Depth readings above this are ignored", runtime=True, low=0.0, high=1000.0)
     max_image_pixels: int = _param(
-        16_000_000, "Images with more pixels are rejected", runtime=True, low=1, high=1_000_000_000
+        MAX_IMAGE_PIXELS, "Images with more pixels are rejected", runtime=True, low=1, high=MAX_IMAGE_PIXELS
     )
     # Diagnostics
     diagnostics_period_s: float = _param(1.0, "Period of /diagnostics", low=0.05, high=3600.0)

@@ -1,12 +1,20 @@
-"""What the node holds about its inputs: frames, the instruction, and their checks (no rclpy)."""
+"""What the node holds about its inputs: frames, the instruction, one unit of work, and the
+depth that goes with a frame (no node class here; the rclpy parts are message types)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
+
+from lens_ros import geometry
+from lens_ros.frame_sync import StampBuffer, stamp_to_s
+from lens_ros.image_conversion import compressed_to_numpy, image_to_numpy, to_rgb8
+from lens_ros.model import prompts
+from lens_ros.model.types import BadInputError
 
 
 @dataclass
@@ -17,10 +25,18 @@ class Frame:
     received: float  # time.monotonic()
 
 
-@dataclass
+@dataclass(frozen=True)
 class Instruction:
     text: str
-    version: int  # increases with every accepted instruction message
+    version: int  # increases with every accepted instruction message (a repeat reasons again)
+
+
+@dataclass
+class WorkItem:
+    """One unit of the worker's work: the frame to answer and the instruction it answers."""
+
+    frame: Frame
+    instruction: Instruction
 
 
 @dataclass
@@ -31,30 +47,65 @@ class DecodedFrame:
     k: np.ndarray | None = None
 
 
-def resolve_device(device: str, dtype: str) -> tuple[str, str]:
-    """'auto' -> cuda when available (bfloat16 there, float32 on the CPU); a missing GPU is a clear error."""
-    if device == "auto" or device.startswith("cuda"):
-        import torch
-
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        elif not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available here (use device:=cpu or auto)")
-    if dtype == "auto":
-        dtype = "bfloat16" if device.startswith("cuda") else "float32"
-    return device, dtype
-
-
 def clean_instruction(raw: str, max_length: int) -> tuple[str, str]:
-    """(instruction with whitespace and control characters collapsed, "" or why it is rejected)."""
-    if len(raw) > 4 * max_length:  # refuse before scanning megabytes
-        return "", f"instruction of {len(raw)} characters exceeds max_instruction_length {max_length}"
-    text = " ".join("".join(c if c.isprintable() else " " for c in raw).split())
-    if not text:
-        return "", "empty instruction"
-    if len(text) > max_length:
-        return "", f"instruction of {len(text)} characters exceeds max_instruction_length {max_length}"
-    return text, ""
+    """(the instruction as the model gets it, "" or why it is rejected): ``prompts.clean_instruction``."""
+    try:
+        return prompts.clean_instruction(raw, max_length), ""
+    except BadInputError as exc:
+        return "", f"{exc} (max_instruction_length {max_length})" if "exceeds" in str(exc) else str(exc)
+
+
+def decode_frame(msg: Image | CompressedImage, max_pixels: int) -> DecodedFrame:
+    """RGB8 pixels of a camera message; ``BadInputError`` says what is wrong with it."""
+    if isinstance(msg, CompressedImage):
+        rgb = compressed_to_numpy(msg)
+    else:
+        rgb = to_rgb8(image_to_numpy(msg), msg.encoding)
+    h, w = rgb.shape[:2]
+    if h * w > max_pixels:
+        raise BadInputError(f"image of {w}x{h} px exceeds max_image_pixels {max_pixels}")
+    return DecodedFrame(msg.header, rgb)
+
+
+class DepthInput:
+    """The depth and camera_info streams and their matching to a colour frame by stamp.
+
+    ``publishers``: how many publishers the depth topic has (so the first frames after
+    start-up, before any depth arrived, still wait for theirs).
+    """
+
+    def __init__(self, buffer_size: int, publishers: Callable[[], int]) -> None:
+        self.depth = StampBuffer(buffer_size)
+        self.info = StampBuffer(buffer_size)
+        self._publishers = publishers
+
+    def expected(self) -> bool:
+        """Depth is flowing, or about to: a publisher is there but nothing has arrived yet."""
+        if self.depth.active():
+            return True
+        return self.depth.latest() is None and self._publishers() > 0
+
+    def attach(self, frame: DecodedFrame, slop_s: float, wait_s: float, depth_scale: float) -> str:
+        """Set ``frame.depth_m``/``frame.k`` from the depth and camera_info of its time.
+
+        Returns "" when attached, "unmatched" when none arrived in time, or the reason the
+        depth was rejected (then the frame has no depth). Called after the model: by then the
+        frame's depth has arrived, so nothing waits in front of the model for it.
+        """
+        stamp = stamp_to_s(frame.header.stamp)
+        depth_msg = self.depth.wait_nearest(stamp, slop_s, wait_s)
+        # the camera_info of that time (waited for like the depth), else the newest: it rarely changes
+        info = self.info.wait_nearest(stamp, slop_s, wait_s) or self.info.latest()
+        if depth_msg is None or info is None:
+            return "unmatched"
+        try:
+            depth = geometry.depth_to_metres(image_to_numpy(depth_msg), depth_msg.encoding, depth_scale)
+            frame.k = geometry.intrinsics_for(np.asarray(info.k), (info.height, info.width), frame.rgb.shape[:2])
+            frame.depth_m = geometry.resize_nearest(depth, frame.rgb.shape[:2])
+        except BadInputError as exc:
+            frame.k = frame.depth_m = None
+            return str(exc)
+        return ""
 
 
 _TORCH_THREADS: list[int] = []  # torch's own default, read before the node first changes it
@@ -63,8 +114,7 @@ _TORCH_THREADS: list[int] = []  # torch's own default, read before the node firs
 def inference_threads(requested: int) -> int:
     """Torch intra-op threads of the node: ``requested``, or for 0 torch's default (one per
     core) less one, at least one: the executor's threads receive camera frames meanwhile,
-    and a torch thread that waits for a core holds up every parallel operation (2-core CPU,
-    through ROS: first mask 308 -> 215 ms, tracking 23 -> 30 Hz with 1 thread instead of 2)."""
+    and a torch thread that waits for a core holds up every parallel operation."""
     import torch
 
     if not _TORCH_THREADS:

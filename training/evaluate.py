@@ -26,10 +26,10 @@ from torch import nn
 from lens_ros.model.decoding import GenerationSettings
 from lens_ros.model.prompts import parse_answer
 from lens_ros.model.vision_input import scale_box
+from lens_ros.regions import box_iou
 from lens_training.config import EvalConfig
 from lens_training.data.dataset import Sample, SegmentationDataset
 from lens_training.metrics import SegmentationMeter
-from lens_training.rewards import box_iou
 
 
 @torch.no_grad()

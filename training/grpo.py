@@ -18,7 +18,6 @@ std is the unbiased sample std (torch default), as in the TRL-derived official t
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
@@ -27,11 +26,6 @@ def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) 
     mean = grouped.mean(dim=1, keepdim=True)
     std = grouped.std(dim=1, keepdim=True) if group_size > 1 else torch.zeros_like(mean)
     return ((grouped - mean) / (std + eps)).view(-1)
-
-
-def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log pi(token) for each position: logits (N, T, V) predicting tokens (N, T) -> (N, T)."""
-    return torch.gather(F.log_softmax(logits.float(), dim=-1), 2, tokens.unsqueeze(-1)).squeeze(-1)
 
 
 def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:

@@ -12,22 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lens_ros.regions import intersection_union, mask_iou
 
-def intersection_union(pred: np.ndarray, gt: np.ndarray, ignore: np.ndarray | None = None) -> tuple[int, int]:
-    """Pixel counts of (pred & gt, pred | gt) for two (H, W) bool masks."""
-    pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
-    if pred.shape != gt.shape:
-        raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in shape")
-    if ignore is not None:
-        keep = ~np.asarray(ignore, bool)
-        pred, gt = pred & keep, gt & keep
-    return int((pred & gt).sum()), int((pred | gt).sum())
-
-
-def mask_iou(pred: np.ndarray, gt: np.ndarray, ignore: np.ndarray | None = None) -> float:
-    """IoU of two bool masks; 1.0 when both are empty."""
-    inter, union = intersection_union(pred, gt, ignore)
-    return 1.0 if union == 0 else inter / union
+__all__ = ["SegmentationMeter", "intersection_union", "mask_iou"]
 
 
 @dataclass

@@ -20,17 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from lens_ros.model.prompts import ParsedAnswer, parse_answer
-
-
-def box_iou(pred: Sequence[float], gt: Sequence[float]) -> float:
-    """IoU of two xyxy boxes."""
-    ix1, iy1 = max(pred[0], gt[0]), max(pred[1], gt[1])
-    ix2, iy2 = min(pred[2], gt[2]), min(pred[3], gt[3])
-    inter = max(0.0, ix2 - ix1) * max(0.0, iy2 - iy1)
-    area_pred = max(0.0, pred[2] - pred[0]) * max(0.0, pred[3] - pred[1])
-    area_gt = max(0.0, gt[2] - gt[0]) * max(0.0, gt[3] - gt[1])
-    union = area_pred + area_gt - inter
-    return float(inter / union) if union > 0 else 0.0
+from lens_ros.regions import box_iou
 
 
 def format_reward(parsed: ParsedAnswer) -> float:

@@ -23,6 +23,7 @@ from torch import nn
 
 from lens_ros.model import prompts
 from lens_ros.model.vision_input import smart_resize
+from lens_ros.regions import mask_iou
 from lens_ros.world.language import rescale_boxes
 from lens_training.config import Stage1Config
 from lens_training.data.dataset import Batch, SegmentationDataset
@@ -51,7 +52,9 @@ def teacher_answer(model: nn.Module, image_hw: tuple[int, int], expression: str,
     mbox = mllm_box(model, image_hw, box)
     if cot:
         # candidate boxes in the rationale move to the MLLM's frame like the answer box
-        think = rescale_boxes(rationale, *mllm_scale(model, image_hw)) if rationale else f"the target is the {expression}"
+        think = (
+            rescale_boxes(rationale, *mllm_scale(model, image_hw)) if rationale else f"the target is the {expression}"
+        )
         return prompts.format_cot_answer(think, mbox)
     return prompts.format_box_answer(expression, mbox)
 
@@ -113,12 +116,7 @@ class Stage1Objective(nn.Module):
             logits, prepared["masks"], prepared["ignores"], self.bce_weight, self.dice_weight
         )
         with torch.no_grad():
-            ious = []
-            for m, gt in zip(logits, prepared["masks"], strict=True):
-                pred = m > 0
-                gt_t = torch.as_tensor(gt, device=m.device)
-                union = (pred | gt_t).sum().item()
-                ious.append((pred & gt_t).sum().item() / union if union else 1.0)
+            ious = [mask_iou((m > 0).cpu().numpy(), gt) for m, gt in zip(logits, prepared["masks"], strict=True)]
         return loss, {
             "loss": loss.item(),
             "bce": parts["bce"].item(),

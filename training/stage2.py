@@ -20,6 +20,7 @@ CLI:     lens-train stage2 --config config/training/stage2_tiny.yaml
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -47,6 +48,27 @@ from lens_training.runtime import autocast_dtype, seed_everything
 def repeat_rows(items: list, times: int) -> list:
     """[a, b] -> [a, a, ..., b, b, ...] (each item ``times`` times, groups consecutive)."""
     return [item for item in items for _ in range(times)]
+
+
+@dataclass
+class RolloutBatch:
+    """What ``Stage2Objective.prepare`` hands to its loss: B prompts x G sampled completions.
+
+    Row i of every list is completion i; rows are grouped by prompt (G consecutive rows).
+    """
+
+    inputs: Any  # LensInputs of prompt + completion, one row per completion
+    embeddings: Any  # the frozen image encoder's output, repeated over each group
+    prompt_boxes: list | None  # each completion's own parsed box in image pixels (box-prompt models)
+    texts: list[str]  # the decoded completions
+    completion_lengths: list[int]
+    ref_logp: torch.Tensor | None  # (N, L) log-probs under the frozen reference (None: no KL term)
+    old_logp: torch.Tensor | None  # (N, L) the sampling engine's log-probs (None: the current policy)
+    masks: list  # ground-truth masks, repeated over each group
+    ignores: list
+    boxes: list  # ground-truth boxes, repeated over each group
+    sizes: list[tuple[int, int]]  # (H, W) of each row's image
+    box_scales: list[tuple[float, float]]  # MLLM pixels -> image pixels (x, y)
 
 
 def mllm_logprobs(mllm: nn.Module, inputs: Any) -> torch.Tensor:
@@ -104,7 +126,7 @@ class Stage2Objective(nn.Module):
             return mllm_logprobs(self.model.mllm, inputs)
 
     @torch.no_grad()
-    def prepare(self, batch: Batch) -> dict[str, Any]:
+    def prepare(self, batch: Batch) -> RolloutBatch:
         g, cot, model = self.cfg.group_size, self.cfg.cot, self.model
         images, expressions = repeat_rows(batch.images, g), repeat_rows(batch.expressions, g)
         was_training = self.training
@@ -138,25 +160,25 @@ class Stage2Objective(nn.Module):
                 rollout_box(text, inputs.packed[i].resized_hw, inputs.original_sizes[i])
                 for i, text in enumerate(rollouts.texts)
             ]
-        return {
-            "inputs": inputs,
-            "embeddings": repeat_rows(embeddings, g),
-            "prompt_boxes": prompt_boxes,
-            "texts": rollouts.texts,
-            "completion_lengths": [len(c) for c in rollouts.completion_ids],
-            "ref_logp": ref_logp,
-            "old_logp": old_logp,
-            "masks": repeat_rows(batch.masks, g),
-            "ignores": repeat_rows(batch.ignores, g),
-            "boxes": repeat_rows(batch.boxes.tolist(), g),
-            "sizes": [im.shape[:2] for im in images],
-            "box_scales": box_scales,
-        }
+        return RolloutBatch(
+            inputs=inputs,
+            embeddings=repeat_rows(embeddings, g),
+            prompt_boxes=prompt_boxes,
+            texts=rollouts.texts,
+            completion_lengths=[len(c) for c in rollouts.completion_ids],
+            ref_logp=ref_logp,
+            old_logp=old_logp,
+            masks=repeat_rows(batch.masks, g),
+            ignores=repeat_rows(batch.ignores, g),
+            boxes=repeat_rows(batch.boxes.tolist(), g),
+            sizes=[im.shape[:2] for im in images],
+            box_scales=box_scales,
+        )
 
     # -- the loss --------------------------------------------------------------------------
-    def forward(self, p: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, p: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.cfg
-        out = self.model(p["inputs"], compute_logprobs=True, embeddings=p["embeddings"], boxes=p.get("prompt_boxes"))
+        out = self.model(p.inputs, compute_logprobs=True, embeddings=p.embeddings, boxes=p.prompt_boxes)
         device = out.prompt_tokens.device
         mask_logits = [m[0] for m in out.mask_logits]  # (H, W) per completion, gt resolution
         completion_mask = out.completion_mask.to(device).clone()
@@ -167,20 +189,20 @@ class Stage2Objective(nn.Module):
 
         # rewards r_i (no gradient), each one logged
         rewards = unified_rewards(
-            p["texts"],
-            p["boxes"],
-            p["sizes"],
+            p.texts,
+            p.boxes,
+            p.sizes,
             mask_logits,
-            p["masks"],
+            p.masks,
             self.weights,
             use_format=cfg.cot,
-            box_scales=p["box_scales"],
+            box_scales=p.box_scales,
         )
         # A_i = (r_i - mean_group) / (std_group + 1e-4)
         advantages = group_advantages(rewards["total"], cfg.group_size).to(device)
         # pi_old: the sampling policy; one update per rollout batch -> the current policy, detached
-        old_logp = p["old_logp"].to(device) if p["old_logp"] is not None else logp.detach()
-        ref_logp = p["ref_logp"].to(device) if p["ref_logp"] is not None else None
+        old_logp = p.old_logp.to(device) if p.old_logp is not None else logp.detach()
+        ref_logp = p.ref_logp.to(device) if p.ref_logp is not None else None
         policy_loss, stats = grpo_loss(
             logp,
             old_logp,
@@ -191,7 +213,7 @@ class Stage2Objective(nn.Module):
             clip_eps=cfg.clip_eps,
         )
         # BCE + Dice of every completion's mask against the ground truth
-        seg_loss, parts = segmentation_loss(mask_logits, p["masks"], p["ignores"], cfg.bce_weight, cfg.dice_weight)
+        seg_loss, parts = segmentation_loss(mask_logits, p.masks, p.ignores, cfg.bce_weight, cfg.dice_weight)
         loss = policy_loss + cfg.seg_loss_weight * seg_loss
 
         scalars = {
@@ -206,7 +228,7 @@ class Stage2Objective(nn.Module):
             "reward_std": rewards["total"].view(-1, cfg.group_size).std(dim=1).mean().item()
             if cfg.group_size > 1
             else 0.0,
-            "completion_length": sum(p["completion_lengths"]) / len(p["completion_lengths"]),
+            "completion_length": sum(p.completion_lengths) / len(p.completion_lengths),
         }
         for name, values in rewards.items():
             scalars[f"reward_{name}"] = values.mean().item()

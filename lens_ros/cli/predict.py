@@ -94,12 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import cv2
-    import torch
 
     from lens_ros.model.pipeline import Pipeline, PipelineConfig
 
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         image = read_rgb(args.image)
         config = PipelineConfig(max_new_tokens=args.max_new_tokens, cot=args.cot, use_box_prompt=args.box_prompt)
@@ -112,12 +109,16 @@ def main(argv: list[str] | None = None) -> int:
             config=config,
         )
         result, _ = pipe.segment(image, args.instruction)
+        args.device = f"{pipe.device} ({str(pipe.dtype).removeprefix('torch.')})"
     except BadInputError as exc:
         print(f"lens-predict: bad input: {exc}", file=sys.stderr)
         return 2
     except ModelFileError as exc:
         print(f"lens-predict: model files: {exc}", file=sys.stderr)
         return 3
+    except ValueError as exc:  # e.g. a CUDA device asked for where there is none
+        print(f"lens-predict: {exc}", file=sys.stderr)
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
     mask = result.masks[0] if result.masks.shape[0] else np.zeros(image.shape[:2], bool)
     cv2.imwrite(str(args.out / "mask.png"), mask.astype(np.uint8) * 255)

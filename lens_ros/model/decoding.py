@@ -15,6 +15,7 @@ earlier answers, its counters and the lean decode step built for the text model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -77,7 +78,13 @@ class Decoder:
         self._lean: tuple | None = None
 
     @torch.no_grad()
-    def generate(self, inputs: MLLMInputs, settings: GenerationSettings, engine: str = "loop") -> Generation:
+    def generate(
+        self,
+        inputs: MLLMInputs,
+        settings: GenerationSettings,
+        engine: str = "loop",
+        on_tokens: Callable[[list[int]], None] | None = None,
+    ) -> Generation:
         """Greedy or sampled completions for a left-padded prompt batch, keeping the KV cache.
 
         engine "loop": our own decoding loop with explicit 3D positions, each step by
@@ -86,7 +93,9 @@ class Decoder:
         the transformers text model; "loop-hf": the same loop always through the
         transformers text model; "hf": transformers' ``generate``. Greedy results agree.
         Greedy decoding of one row with the lean step and ``settings.draft_tokens`` > 0 is
-        speculative (``_generate_speculative``): the same tokens in fewer decoder steps.
+        speculative (``_speculative``): the same tokens in fewer decoder steps.
+        ``on_tokens``: called after each decoder step of the loop engines with the first row's
+        tokens so far (streaming; "hf" calls nothing).
         """
         if engine == "hf":
             return self._hf(inputs, settings)
@@ -95,7 +104,7 @@ class Decoder:
         lean = self.lean() if engine == "loop" else None
         one_greedy_row = not settings.do_sample and inputs.input_ids.shape[0] == 1 and settings.max_new_tokens > 0
         if lean is not None and settings.draft_tokens > 0 and one_greedy_row:
-            return self._speculative(inputs, settings, lean)
+            return self._speculative(inputs, settings, lean, on_tokens)
         hidden, cache, next_pos = self._prefill(inputs)
         mask = inputs.attention_mask
         batch = hidden.shape[0]
@@ -110,6 +119,8 @@ class Decoder:
             token = sample_next_token(logits, settings)
             token = torch.where(finished, torch.full_like(token, self.mllm.pad_id), token)
             tokens.append(token)
+            if on_tokens is not None:
+                on_tokens([int(t[0]) for t in tokens])
             finished |= torch.isin(token, eos)
             if bool(finished.all()) or step == settings.max_new_tokens - 1:
                 break  # the last token is not fed: the cache covers all but the last column
@@ -141,7 +152,13 @@ class Decoder:
         # text after the prompt continues from the last prompt position (all 3 axes agree on text)
         return hidden, cache, pos[:, :, -1:] + 1
 
-    def _speculative(self, inputs: MLLMInputs, settings: GenerationSettings, lean: LeanDecoder) -> Generation:
+    def _speculative(
+        self,
+        inputs: MLLMInputs,
+        settings: GenerationSettings,
+        lean: LeanDecoder,
+        on_tokens: Callable[[list[int]], None] | None = None,
+    ) -> Generation:
         """Greedy decoding of one row, checking drafted tokens (``speculative``) in each step.
 
         Each step feeds the last token plus up to ``draft_tokens`` drafted ones; the model's
@@ -170,6 +187,8 @@ class Decoder:
             new = new[: min(end, limit - len(tokens))]
             index.extend(new[:-1])
             tokens += new
+            if on_tokens is not None:
+                on_tokens(tokens)
             if len(new) < len(fed[0]):  # drop the fed tokens that do not stand (never crop(0): older
                 cache.crop(len(new) - len(fed[0]))  # transformers read 0 as "keep no tokens")
             next_pos = next_pos + len(new)

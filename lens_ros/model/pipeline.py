@@ -4,17 +4,9 @@
     result, state = pipe.segment(image, "the red mug")    # MLLM reasoning + context prompt + mask
     result, state = pipe.track(next_image, state)         # segmenter only, cached prompt
 
-``segment``: MLLM generation, then the context pass, the segmenter's image encoder and
-its decoder. ``overlap_encoder`` (off by default) runs the encoder concurrently with
-generation: on CUDA its kernels are queued on their own stream from the calling thread
-before generation starts, on the CPU it runs in a thread. Measured with Qwen2.5-VL-3B +
-SAM ViT-H in bf16 on an H200 (bench/results/nvidia-h200-*): generation there is
-launch-bound (decode ~18x the memory-bandwidth floor) and the encoder's kernels delay the
-decode steps more than the encoder costs alone (2.23 s vs 2.07 s sequential; with a
-thread 2.10 s vs 1.63 s), so sequential is the default. The context queries continue the
-generation's KV cache. Image
-embeddings are cached per frame (content hash), so ``track`` on the frame just reasoned
-about costs only a decoder call.
+``segment``: MLLM generation, then the context pass (the queries continue the generation's
+KV cache), the segmenter's image encoder and its decoder. Image embeddings are cached per
+frame (content hash), so ``track`` on the frame just reasoned about costs only a decoder call.
 
 ``track``: re-uses the cached context prompt token and, optionally, the previous mask's
 box as an extra box prompt; the MLLM is not run.
@@ -26,6 +18,7 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -33,15 +26,14 @@ import numpy as np
 import torch
 
 from lens_ros.model import prompts
-from lens_ros.model.decoding import GenerationSettings
+from lens_ros.model.decoding import DraftStats, GenerationSettings
 from lens_ros.model.lens import LensModel
-from lens_ros.model.presets import DEFAULT_PRESET, load_model, resolve_dtype
+from lens_ros.model.limits import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE
+from lens_ros.model.presets import DEFAULT_PRESET, load_model, resolve_device, resolve_dtype
 from lens_ros.model.segmenter import DecodeOutput, ImageEmbedding
 from lens_ros.model.types import BadInputError, LensError, SegmentationResult, Timings
 from lens_ros.model.vision_input import check_rgb_image, scale_box
-
-MAX_IMAGE_PIXELS = 8192 * 8192
-MIN_IMAGE_SIDE = 8
+from lens_ros.regions import mask_box
 
 
 @dataclass
@@ -52,8 +44,6 @@ class PipelineConfig:
         trained so, ``LensConfig.box_prompt``; LENS uses the context
         prompt alone; when the answer has no box the context prompt is used alone anyway).
     track_with_previous_box: in ``track``, add the previous mask's box as a box prompt.
-    overlap_encoder: run the image encoder concurrently with generation (measured slower with
-        the 3B model on an H200 and on the 2-core CPU; see the module docstring).
     embedding_cache_size: frames whose image embedding is kept.
     draft_tokens: speculative greedy decoding, up to this many drafted tokens checked per
         decoder step (``lens_ros.model.speculative``; same answer, fewer steps; 0: off).
@@ -67,10 +57,12 @@ class PipelineConfig:
     use_box_prompt: bool = False
     track_with_previous_box: bool = True
     mask_threshold: float = 0.0
-    overlap_encoder: bool = False
     embedding_cache_size: int = 2
     track_memory: bool = True
     draft_tokens: int = 6
+
+    def replace(self, **changes) -> PipelineConfig:
+        return replace(self, **changes)
 
 
 @dataclass
@@ -103,14 +95,6 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def mask_box(mask: np.ndarray) -> np.ndarray | None:
-    """xyxy (float32, pixel edges) of a bool mask, or None when empty."""
-    ys, xs = np.nonzero(mask)
-    if xs.size == 0:
-        return None
-    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float32)
-
-
 class Pipeline:
     """Inference around a LensModel; see the module docstring."""
 
@@ -123,8 +107,8 @@ class Pipeline:
         config: PipelineConfig | None = None,
         onnx_dir: str | Path | None = None,
     ) -> None:
-        self.device = torch.device(device)
-        # "auto"/None keeps the precision the model was loaded in (a preset's choice)
+        self.device = resolve_device(device)
+        # "auto"/None keeps the precision the model was loaded in (presets.resolve_dtype's choice)
         self.dtype = model.mllm.dtype if dtype in (None, "", "auto") else resolve_dtype(dtype, self.device)
         self.model = model.to(self.device).cast(self.dtype).eval()
         self.config = config or PipelineConfig()
@@ -138,8 +122,6 @@ class Pipeline:
         self.segmenter_backend = segmenter_backend
         self._cache: OrderedDict[str, ImageEmbedding] = OrderedDict()
         self._lock = threading.Lock()
-        self.overlap = bool(self.config.overlap_encoder)
-        self._encoder_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
 
     @classmethod
     def from_pretrained(
@@ -154,13 +136,24 @@ class Pipeline:
     ) -> Pipeline:
         """Load a preset name, bundle directory or LENS release directory (local files only).
 
-        dtype: "float32", "bfloat16", "float16", or "auto" (the preset's precision on CUDA,
-        float32 on the CPU).
+        device: "cpu", "cuda", "cuda:N" or "auto" (``presets.resolve_device``: the preset's
+        ``auto_device`` when it exists here); dtype: "float32", "bfloat16", "float16", or "auto"
+        (``presets.resolve_dtype``: the preset's precision on CUDA, float32 on the CPU).
         """
-        lens = load_model(model, model_dir=model_dir, device=device, dtype=dtype)
+        lens = load_model(model, model_dir=model_dir, device=device, dtype=dtype)  # decides "auto"
         return cls(
-            lens, device=device, dtype=dtype, segmenter_backend=segmenter_backend, config=config, onnx_dir=onnx_dir
+            lens,
+            device=lens.mllm.device,
+            dtype=dtype,
+            segmenter_backend=segmenter_backend,
+            config=config,
+            onnx_dir=onnx_dir,
         )
+
+    @property
+    def draft_stats(self) -> DraftStats:
+        """Speculative decoding's counters since the model was loaded."""
+        return self.model.decoder.stats
 
     # -- image embeddings -------------------------------------------------------------------
     def encode_image(self, image: np.ndarray) -> tuple[ImageEmbedding, float]:
@@ -171,44 +164,10 @@ class Pipeline:
                 self._cache.move_to_end(key)
                 return self._cache[key], 0.0
         start = time.perf_counter()
-        if self._encoder_stream is not None:
-            with torch.cuda.stream(self._encoder_stream):
-                emb = self.segmenter.encode(image)
-            self._encoder_stream.synchronize()
-        else:
-            emb = self.segmenter.encode(image)
+        emb = self.segmenter.encode(image)
         ms = (time.perf_counter() - start) * 1000
         self._store(key, emb)
         return emb, ms
-
-    def _queue_encoder(self, image: np.ndarray):
-        """CUDA: queue the frame's encoder on the encoder stream and return at once.
-
-        Returns ``finish() -> (embedding, encoder ms)``, which makes the current stream wait
-        for the encoder and caches the embedding (ms from CUDA events; 0 when cached).
-        """
-        key = _frame_key(image)
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                emb = self._cache[key]
-                return lambda: (emb, 0.0)
-        stream = self._encoder_stream
-        assert stream is not None
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        with torch.cuda.stream(stream):
-            start.record(stream)
-            emb = self.segmenter.encode(image)
-            end.record(stream)
-
-        def finish() -> tuple[ImageEmbedding, float]:
-            torch.cuda.current_stream(self.device).wait_event(end)
-            end.synchronize()
-            self._store(key, emb)
-            return emb, start.elapsed_time(end)
-
-        return finish
 
     def _store(self, key: str, emb: ImageEmbedding) -> None:
         with self._lock:
@@ -229,42 +188,40 @@ class Pipeline:
 
     # -- full reasoning ---------------------------------------------------------------------
     @torch.no_grad()
-    def segment(self, image: np.ndarray, instruction: str) -> tuple[SegmentationResult, TrackState]:
-        """Reason about ``image`` for ``instruction`` and segment the referred object."""
+    def segment(
+        self, image: np.ndarray, instruction: str, on_rationale: Callable[[str], None] | None = None
+    ) -> tuple[SegmentationResult, TrackState]:
+        """Reason about ``image`` for ``instruction`` and segment the referred object.
+
+        ``on_rationale``: called while the MLLM decodes with the rationale written so far
+        (the ``<think>`` text; streaming to an operator), after every decoder step.
+        """
         t_start = time.perf_counter()
         image = _check_image(image)
         expression = prompts.clean_instruction(instruction)
         timings = Timings()
         try:
-            return self._segment(image, expression, timings, t_start)
+            return self._segment(image, expression, timings, t_start, on_rationale)
         except torch.cuda.OutOfMemoryError as exc:
             raise self._out_of_memory(exc) from exc
 
-    def _segment(self, image, expression, timings: Timings, t_start: float):
+    def _segment(self, image, expression, timings: Timings, t_start: float, on_rationale=None):
         model = self.model
         t0 = time.perf_counter()
         inputs = model.prepare([image], [expression], cot=self.config.cot, segmenter_inputs=False)
         timings.preprocess_ms = (time.perf_counter() - t0) * 1000
 
-        encoded: dict[str, object] = {}
-
-        def run_encoder() -> None:
-            try:
-                encoded["emb"], encoded["ms"] = self.encode_image(image)
-            except BaseException as exc:  # re-raised in the caller's thread
-                encoded["error"] = exc
-
-        worker = queued = None
-        if self.overlap and self._encoder_stream is not None:
-            queued = self._queue_encoder(image)
-        elif self.overlap:
-            worker = threading.Thread(target=run_encoder, name="lens-encoder", daemon=True)
-            worker.start()
         t0 = time.perf_counter()
         settings = GenerationSettings.greedy(
             self.config.max_new_tokens or model.config.max_new_tokens, draft_tokens=self.config.draft_tokens
         )
-        gen = model.decoder.generate(inputs.mllm, settings)
+        on_tokens = None
+        if on_rationale is not None:
+
+            def on_tokens(ids: list[int]) -> None:
+                on_rationale(prompts.partial_rationale(model.mllm.decode_completion(ids)))
+
+        gen = model.decoder.generate(inputs.mllm, settings, on_tokens=on_tokens)
         timings.generate_ms = (time.perf_counter() - t0) * 1000
         timings.num_generated_tokens = len(gen.completion_ids[0])
 
@@ -272,16 +229,7 @@ class Pipeline:
         query_hidden = model.query_hidden_after_generation(gen, inputs.mllm)
         prompt_tokens = model.prompt_tokens(query_hidden)
         timings.context_ms = (time.perf_counter() - t0) * 1000
-
-        if queued is not None:
-            encoded["emb"], encoded["ms"] = queued()
-        elif worker is not None:
-            worker.join()
-        else:
-            run_encoder()
-        if "error" in encoded:
-            raise encoded["error"]  # type: ignore[misc]
-        timings.encoder_ms = float(encoded["ms"])  # type: ignore[arg-type]
+        emb, timings.encoder_ms = self.encode_image(image)
 
         text = gen.texts[0]
         parsed = prompts.parse_answer(text)
@@ -294,7 +242,6 @@ class Pipeline:
             parse_error = f"{parsed.error}; mask from the context queries alone"
         with_box = self.config.use_box_prompt or self.model.config.box_prompt
         box_prompt = parsed_box if (with_box and parsed_box is not None) else None
-        emb: ImageEmbedding = encoded["emb"]  # type: ignore[assignment]
         decoded = self._decode(emb, prompt_tokens, box_prompt, timings)
         result = self._result(decoded, expression, timings, fallback_box=parsed_box)
         result.rationale = parsed.think or (parsed.answer if parsed.box is None else "")

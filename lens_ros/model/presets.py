@@ -41,7 +41,13 @@ class Preset:
 
     @property
     def dtype(self) -> str:
+        """Precision on CUDA when the dtype is "auto" (the CPU always runs float32)."""
         return str(self.data.get("dtype", "float32"))
+
+    @property
+    def auto_device(self) -> str:
+        """Where device "auto" runs this model: "cuda" (when there is one) or "cpu" (measured faster)."""
+        return str(self.data.get("auto_device", "cuda"))
 
 
 def preset_dirs() -> list[Path]:
@@ -90,13 +96,29 @@ def _fill(value: str, model_dir: Path | None, name: str) -> Path:
     return Path(value.format(model_dir=model_dir, package=PACKAGE_DIR))
 
 
-def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device) -> torch.dtype:
-    """'float32'/'bfloat16'/'float16'/'auto'/None -> torch dtype; half types only on CUDA."""
+def resolve_device(device: str | torch.device, preferred: str = "cuda") -> torch.device:
+    """The one place device "auto" is decided: ``preferred`` (the preset's ``auto_device``) when it
+    exists here, else the CPU. A CUDA device asked for where there is none is an error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if preferred == "cuda" and torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} requested but CUDA is not available here (use cpu or auto)")
+    return device
+
+
+def resolve_dtype(
+    dtype: str | torch.dtype | None, device: str | torch.device, preferred: str = "bfloat16"
+) -> torch.dtype:
+    """The one place "auto" precision is decided.
+
+    'float32'/'bfloat16'/'float16' as asked; 'auto'/None: ``preferred`` (the preset's own
+    choice) on CUDA, float32 on the CPU.
+    """
     if isinstance(dtype, torch.dtype):
         return dtype
-    on_cuda = torch.device(device).type == "cuda"
     if dtype in (None, "", "auto"):
-        return torch.bfloat16 if on_cuda else torch.float32
+        dtype = preferred if torch.device(device).type == "cuda" else "float32"
     table = {
         "float32": torch.float32,
         "fp32": torch.float32,
@@ -124,6 +146,7 @@ def load_model(
     model_dir = Path(model_dir) if model_dir else None
     path = Path(spec)
     if path.is_dir() or "/" in str(spec) or str(spec).startswith("."):
+        device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, device)
         if is_bundle(path):
             return load_bundle(path, device=device, dtype=torch_dtype)
@@ -131,12 +154,8 @@ def load_model(
             return load_lens_release(path, dtype=torch_dtype, device=device)
         raise ModelFileError(f"{path}: neither a lens_ros bundle nor a LENS release directory")
     preset = get_preset(str(spec))
-    torch_dtype = resolve_dtype(
-        dtype
-        if dtype not in (None, "", "auto")
-        else (preset.dtype if torch.device(device).type == "cuda" else "float32"),
-        device,
-    )
+    device = resolve_device(device, preferred=preset.auto_device)
+    torch_dtype = resolve_dtype(dtype, device, preferred=preset.dtype)
     data = preset.data
     if model_dir is None and data.get("model_dir"):
         model_dir = Path(str(data["model_dir"]))

@@ -21,6 +21,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from lens_ros.model.limits import MAX_ANSWER_CHARS, MAX_INSTRUCTION_CHARS
 from lens_ros.model.types import BadInputError
 
 # The system prompt as published; the released checkpoints were trained with a trailing
@@ -69,28 +70,29 @@ SPECIAL_TOKENS: tuple[str, ...] = (
     BOX_END,
 )
 
-MAX_INSTRUCTION_CHARS = 1000
-# Answers longer than this are cut before parsing: bounds regex work on hostile text.
-MAX_ANSWER_CHARS = 16384
 
 _SPECIAL_PATTERN = re.compile(r"<\|[a-z_]{1,32}\|>")
 
 
-def clean_instruction(instruction: str) -> str:
+def clean_instruction(instruction: str, max_chars: int = MAX_INSTRUCTION_CHARS) -> str:
     """Validate a user instruction and make it safe to put inside the chat prompt.
 
-    Chat-control tokens (``<|im_end|>`` etc.) are removed so an instruction cannot
-    close the user turn; whitespace is collapsed. Raises ``BadInputError`` when the
-    instruction is not a string, is empty or is longer than ``MAX_INSTRUCTION_CHARS``.
+    Control and other non-printable characters become spaces, chat-control tokens
+    (``<|im_end|>`` etc.) are removed so an instruction cannot close the user turn, and
+    whitespace is collapsed. Raises ``BadInputError`` when the instruction is not a string,
+    is empty, or is longer than ``max_chars`` (at most ``MAX_INSTRUCTION_CHARS``).
     """
     if not isinstance(instruction, str):
         raise BadInputError(f"instruction must be a string, got {type(instruction).__name__}")
-    if len(instruction) > MAX_INSTRUCTION_CHARS:
-        raise BadInputError(f"instruction has {len(instruction)} characters, the limit is {MAX_INSTRUCTION_CHARS}")
-    text = _SPECIAL_PATTERN.sub(" ", instruction)
-    text = " ".join(text.split())
+    max_chars = min(max_chars, MAX_INSTRUCTION_CHARS)
+    if len(instruction) > 4 * max_chars:  # refuse before scanning megabytes
+        raise BadInputError(f"instruction of {len(instruction)} characters exceeds the limit of {max_chars}")
+    text = "".join(c if c.isprintable() else " " for c in instruction)
+    text = " ".join(_SPECIAL_PATTERN.sub(" ", text).split())
     if not text:
-        raise BadInputError("instruction is empty")
+        raise BadInputError("empty instruction")
+    if len(text) > max_chars:
+        raise BadInputError(f"instruction of {len(text)} characters exceeds the limit of {max_chars}")
     return text
 
 
@@ -260,3 +262,15 @@ def parse_answer(text: str) -> ParsedAnswer:
     if x2 <= x1 or y2 <= y1:
         return ParsedAnswer(think, answer, None, format_ok, error_prefix + f"degenerate box {list(box)}")
     return ParsedAnswer(think, answer, box, format_ok, "")
+
+
+def partial_rationale(text: str) -> str:
+    """The rationale in a completion that may still be being written: the text after
+    ``<think>`` up to ``</think>`` (or to the end while it is open); "" before it starts.
+    A model that writes no ``<think>`` (non-CoT) streams nothing."""
+    start = text.find(THINK_START)
+    if start < 0:
+        return ""
+    body = text[start + len(THINK_START) :]
+    end = body.find(THINK_END)
+    return (body if end < 0 else body[:end]).strip()

@@ -22,6 +22,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from lens_ros.regions import mask_box
 from lens_ros.world.language import KINDS, Expression, ground, make_expression, paraphrase
 from lens_ros.world.render import (
     BASE_SIZE,
@@ -231,14 +232,6 @@ def render_objects(objs: list[ObjectSpec], size: tuple[int, int], table: int = 0
         color = np.asarray(o.rgb, np.float32)[None, :] * hits.shade[closer][:, None].astype(np.float32)
         image[y0:y1, x0:x1][closer] = np.clip(color, 0, 255).astype(np.uint8)
     return Rendering(image, depth, ids, rects, own)
-
-
-def mask_box(mask: np.ndarray) -> np.ndarray:
-    """(4,) float32 xyxy end-exclusive box of a boolean mask (zeros when empty)."""
-    cols, rows = np.flatnonzero(mask.any(axis=0)), np.flatnonzero(mask.any(axis=1))
-    if len(cols) == 0:
-        return np.zeros(4, np.float32)
-    return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], np.float32)
 
 
 def object_pose(o: ObjectSpec) -> np.ndarray:

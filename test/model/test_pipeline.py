@@ -59,15 +59,6 @@ def test_track_on_reasoned_frame_matches_segment_without_box(tiny_model, scene):
     np.testing.assert_array_equal(first.masks, tracked.masks)
 
 
-def test_overlapped_encoder_gives_the_same_result(tiny_model, scene):
-    serial = Pipeline(tiny_model, config=PipelineConfig(max_new_tokens=6, overlap_encoder=False))
-    overlapped = Pipeline(tiny_model, config=PipelineConfig(max_new_tokens=6, overlap_encoder=True))
-    a, _ = serial.segment(scene, "the red block")
-    b, _ = overlapped.segment(scene, "the red block")
-    np.testing.assert_array_equal(a.masks, b.masks)
-    assert a.answer == b.answer
-
-
 @pytest.mark.parametrize(
     "image, instruction, message",
     [

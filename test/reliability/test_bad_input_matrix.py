@@ -19,12 +19,12 @@ pytest.importorskip("rclpy", reason="rclpy is installed by `make setup`")
 pytest.importorskip("lens_ros.msg", reason="interfaces are built by `make setup`")
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from lens_ros.msg import Segmentation  # noqa: E402
 from ros_fixtures import SCENE, Launcher, Probe, instruction_qos, node_specs, oracle_env  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from lens_ros.image_conversion import numpy_to_image  # noqa: E402
+from lens_ros.msg import Segmentation  # noqa: E402
 
 pytestmark = pytest.mark.ros
 

@@ -4,18 +4,20 @@ The oracle knows the synthetic scene the sim camera renders when it is frozen
 (speed 0): it returns the ground-truth mask of the object whose name ("large green
 cup") or index ("object 2") the instruction contains. Scene from the environment:
 LENS_ORACLE_SCENE="seed,t,width,height". Calls are counted in the result's answer
-("segment #n" / "track #n") so tests can see which path ran.
+("segment #n" / "track #n") so tests can see which path ran. While reasoning it reports its
+rationale word by word to ``on_rationale`` (as the MLLM does while decoding), so the node's
+``~/rationale_stream`` can be tested without a model. The node runs it through its
+``pipeline_factory`` argument: the same node code, another pipeline.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import time
-import types
 
 import numpy as np
 
+from lens_ros.model.pipeline import PipelineConfig
 from lens_ros.model.types import BadInputError, SegmentationResult, Timings
 
 
@@ -25,6 +27,9 @@ class OraclePipeline:
 
         self.frame = SceneAnimator(seed, size=size).frame(t)
         self.calls = {"segment": 0, "track": 0}
+        self.config = PipelineConfig()
+        self.device, self.dtype = "cpu", "float32"
+        self.draft_stats = None  # no speculative drafter
 
     @classmethod
     def from_pretrained(cls, model, device="cpu", dtype="float32", segmenter_backend="torch", **kwargs):
@@ -57,12 +62,18 @@ class OraclePipeline:
             timings=timings,
         )
 
-    def segment(self, image: np.ndarray, instruction: str):
+    def segment(self, image: np.ndarray, instruction: str, on_rationale=None):
         index = -1
         for i, obj in enumerate(self.frame.objects):
             if obj.name in instruction or f"object {i}" in instruction:
                 index = i
-        return self._result(image, index, "segment"), {"index": index}
+        result = self._result(image, index, "segment")
+        if on_rationale is not None:
+            words = result.rationale.split()
+            for n in range(1, len(words) + 1):
+                on_rationale(" ".join(words[:n]))
+                time.sleep(0.06)  # longer than the node's default stream period (0.05 s)
+        return result, {"index": index}
 
     def track(self, image: np.ndarray, state):
         time.sleep(0.001)
@@ -70,12 +81,9 @@ class OraclePipeline:
 
 
 def main() -> int:
-    module = types.ModuleType("lens_ros.model.pipeline")
-    module.Pipeline = OraclePipeline
-    sys.modules["lens_ros.model.pipeline"] = module
     from lens_ros.node import main as node_main
 
-    return node_main()
+    return node_main(pipeline_factory=OraclePipeline.from_pretrained)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,6 @@ import json
 import numpy as np
 import pytest
 from geometry_msgs.msg import PoseStamped
-from lens_ros.msg import Segmentation
-from lens_ros.srv import Segment
 from rclpy.qos import qos_profile_sensor_data
 from ros_fixtures import SCENE, frozen_camera_parameters, instruction_qos, node_specs, oracle_env
 from sensor_msgs.msg import Image, PointCloud2
@@ -22,6 +20,9 @@ from std_msgs.msg import String
 
 from lens_ros.image_conversion import image_to_numpy
 from lens_ros.messages import cloud_to_numpy
+from lens_ros.model.limits import MAX_INSTRUCTION_CHARS
+from lens_ros.msg import Segmentation
+from lens_ros.srv import Segment
 
 pytestmark = pytest.mark.ros
 
@@ -84,6 +85,7 @@ def test_tracking_publishes_later_frames_without_reasoning_again(running, probe)
     frame = ground_truth_frame()
     segs = probe.subscribe(Segmentation, f"{NODE}/segmentation")
     rationale = probe.subscribe(String, f"{NODE}/rationale", instruction_qos())
+    stream = probe.subscribe(String, f"{NODE}/rationale_stream")
     send_instruction(probe, f"the {frame.objects[1].name}")
     probe.spin_until(
         lambda: len([m for _, m in segs if m.instruction.endswith(frame.objects[1].name)]) >= 6, 30, "6 frames"
@@ -97,6 +99,9 @@ def test_tracking_publishes_later_frames_without_reasoning_again(running, probe)
     assert all(m.reasoning_ms == 0.0 for m in answered[1:])
     probe.spin_until(lambda: rationale, 5, "a rationale")
     assert rationale[-1][1].data == "oracle segment"
+    # the rationale was published while it was written: each word as it came, then the whole
+    partials = [m.data for _, m in stream]
+    assert partials[-2:] == ["oracle", "oracle segment"], partials
 
 
 def test_target_pose_is_within_a_few_cm_of_the_ground_truth(running, probe):
@@ -155,7 +160,7 @@ def test_segment_service_answers_one_shot(running, probe):
 
 def test_bad_instruction_is_reported_and_the_node_keeps_running(running, probe):
     segs = probe.subscribe(Segmentation, f"{NODE}/segmentation")
-    send_instruction(probe, "x" * 600)
+    send_instruction(probe, "x" * (MAX_INSTRUCTION_CHARS + 1))  # the node's default limit
     probe.spin_until(
         lambda: [m for _, m in segs if m.status == Segmentation.STATUS_BAD_INPUT], 20, "a BAD_INPUT status"
     )

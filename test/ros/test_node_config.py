@@ -61,16 +61,22 @@ def test_declared_parameters_have_descriptors_and_overrides_apply(rclpy_context)
 
 
 def test_device_auto_picks_what_exists_and_a_missing_gpu_is_a_clear_error():
+    """The node hands device/dtype to the pipeline; presets.resolve_* is the one place "auto" is decided."""
     import torch
 
-    from lens_ros.node_inputs import resolve_device
+    from lens_ros.model.presets import get_preset, resolve_device, resolve_dtype
 
-    device, dtype = resolve_device("auto", "auto")
-    assert (device, dtype) == (("cuda", "bfloat16") if torch.cuda.is_available() else ("cpu", "float32"))
-    assert resolve_device("cpu", "bfloat16") == ("cpu", "bfloat16")
-    if not torch.cuda.is_available():
+    gpu = torch.cuda.is_available()
+    assert resolve_device("auto") == torch.device("cuda" if gpu else "cpu")
+    tiny = get_preset("lens-tiny")
+    assert resolve_device("auto", preferred=tiny.auto_device) == torch.device("cpu"), "tiny: faster on the CPU"
+    assert resolve_dtype("auto", "cpu", preferred="bfloat16") == torch.float32
+    assert resolve_dtype("auto", "cuda", preferred="bfloat16") == torch.bfloat16
+    assert resolve_dtype("auto", "cuda", preferred=tiny.dtype) == torch.float32
+    assert resolve_dtype("bfloat16", "cpu") == torch.bfloat16
+    if not gpu:
         with pytest.raises(ValueError, match="CUDA is not available"):
-            resolve_device("cuda:0", "auto")
+            resolve_device("cuda:0")
 
 
 def test_instructions_are_cleaned_and_bounded():

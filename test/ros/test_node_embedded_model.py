@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
-from lens_ros.msg import Segmentation
 from ros_fixtures import frozen_camera_parameters, instruction_qos, node_specs
 from std_msgs.msg import String
 
 from lens_ros.image_conversion import image_to_numpy
+from lens_ros.msg import Segmentation
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

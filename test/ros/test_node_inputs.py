@@ -9,13 +9,13 @@ import dataclasses
 import numpy as np
 import pytest
 from geometry_msgs.msg import PoseStamped
-from lens_ros.msg import Segmentation
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import GetParameters, SetParameters
 from ros_fixtures import SCENE, frozen_camera_parameters, instruction_qos, node_specs, oracle_env
 from std_msgs.msg import String
 
 from lens_ros.image_conversion import image_to_numpy
+from lens_ros.msg import Segmentation
 
 pytestmark = pytest.mark.ros
 

@@ -7,17 +7,18 @@ reason-once-track-every-frame cycle and the service with the real model code.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
-from lens_ros.msg import Segmentation
-from lens_ros.srv import Segment
 from rclpy.qos import qos_profile_sensor_data
 from ros_fixtures import instruction_qos, node_specs
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 from lens_ros.image_conversion import image_to_numpy, numpy_to_image
+from lens_ros.msg import Segmentation
+from lens_ros.srv import Segment
 
 pytestmark = pytest.mark.ros
 
@@ -89,16 +90,32 @@ def test_segment_service_with_the_real_model(running, probe):
 
 
 @pytest.mark.slow
-def test_onnx_segmenter_backend_parameter_reaches_the_pipeline(launcher, probe, tiny_bundle):
+def test_onnx_segmenter_backend_parameter_reaches_the_pipeline(launcher, probe, tiny_bundle, tmp_path):
+    """segmenter_backend:=onnx: the node exports the bundle's segmenter to ONNX graphs (in
+    its temporary directory, here a fresh one) and answers with onnxruntime loaded."""
+    import json
+
+    from lens_ros.model.bundle import load_bundle
+    from lens_ros.model.onnx_backend import DECODER_FILE, ENCODER_FILE, META_FILE, fingerprint
     from lens_ros.world.scene import SceneAnimator
 
     spec = next(s for s in node_specs({"preset": str(tiny_bundle), "device": "cpu"}) if s.name == "lens_node")
-    launcher.start([dataclasses.replace(spec, parameters={**spec.parameters, "segmenter_backend": "onnx"})])
+    # its own name: the module's torch-backend lens_node may still be running beside it
+    spec = dataclasses.replace(spec, name="lens_node_onnx", parameters={**spec.parameters, "segmenter_backend": "onnx"})
+    group = launcher.start([spec], extra_env={"TMPDIR": str(tmp_path)})
     image = SceneAnimator(4, size=(96, 64)).frame(0.0).image
-    client = probe.node.create_client(Segment, "/lens_node/segment")
+    client = probe.node.create_client(Segment, "/lens_node_onnx/segment")
     probe.spin_until(client.service_is_ready, 120, "the ~/segment service (after the ONNX export)")
     future = client.call_async(Segment.Request(instruction="the cup", image=numpy_to_image(image, "rgb8")))
     probe.spin_until(future.done, 90, "the service response")
     result = future.result().result
     assert result.status in ANSWERED, result.status_text
     assert image_to_numpy(result.objects[0].mask).shape == (64, 96)
+
+    exported = [d for d in tmp_path.glob("lens_onnx_*") if (d / META_FILE).is_file()]
+    assert len(exported) == 1, f"the node exported no ONNX graphs under its TMPDIR: {list(tmp_path.iterdir())}"
+    assert (exported[0] / DECODER_FILE).is_file() and (exported[0] / ENCODER_FILE).is_file()
+    meta = json.loads((exported[0] / META_FILE).read_text())
+    assert meta["fingerprint"] == fingerprint(load_bundle(tiny_bundle).segmenter), "graphs of other weights"
+    maps = Path(f"/proc/{group.processes['lens_node_onnx'].pid}/maps").read_text()
+    assert "onnxruntime" in maps, "the node process never loaded onnxruntime"

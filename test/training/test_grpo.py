@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lens_training.grpo import group_advantages, grpo_loss, k3_kl, token_logprobs
+from lens_training.grpo import group_advantages, grpo_loss, k3_kl
 
 
 def test_group_advantages_hand_computed():
@@ -78,9 +78,3 @@ def test_clipped_ratio_hand_computed():
     loss.backward()
     assert logp.grad.tolist()[0] == pytest.approx([0.0, -0.5 / 2])
     assert stats["clip_fraction"].item() == pytest.approx(1.0)
-
-
-def test_token_logprobs_gathers_the_sampled_tokens():
-    logits = torch.tensor([[[0.0, math.log(3.0)], [math.log(3.0), 0.0]]])
-    lp = token_logprobs(logits, torch.tensor([[1, 1]]))
-    assert lp.tolist()[0] == pytest.approx([math.log(0.75), math.log(0.25)])

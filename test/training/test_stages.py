@@ -249,7 +249,7 @@ def test_stage2_of_a_box_prompt_model_uses_each_rollouts_own_box(tiny_lens, worl
     tiny_lens.config.box_prompt = True
     objective = Stage2Objective(tiny_lens, _stage2_cfg())
     prepared = objective.prepare(collate(world_batch_samples[:2]))
-    assert len(prepared["prompt_boxes"]) == 4  # 2 prompts x group of 2
+    assert len(prepared.prompt_boxes) == 4  # 2 prompts x group of 2
     loss, scalars = objective(prepared)
     assert np.isfinite(loss.item()) and "reward_mask" in scalars
 
@@ -281,8 +281,8 @@ def test_stage2_gradient_is_the_grpo_policy_gradient_of_rewards_that_differ(tiny
 
     params = [p for n, p in tiny_lens.named_parameters() if n.startswith("mllm.") and p.requires_grad]
     got = torch.autograd.grad(loss, params, allow_unused=True)
-    logp = mllm_logprobs(tiny_lens.mllm, prepared["inputs"].mllm)
-    mask = prepared["inputs"].mllm.completion_mask.clone().float()
+    logp = mllm_logprobs(tiny_lens.mllm, prepared.inputs.mllm)
+    mask = prepared.inputs.mllm.completion_mask.clone().float()
     mask[:, 0] = 0
     per_completion = (torch.exp(logp - logp.detach()) * mask).sum(dim=1) / mask.sum(dim=1)
     expected_loss = -(advantages * per_completion).mean()

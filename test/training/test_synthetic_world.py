@@ -179,6 +179,7 @@ def test_heldout_phrasings_use_only_words_of_training_text():
 def test_train_scenes_bind_attributes_and_paraphrase_instructions():
     """Most train targets share their colour and their shape with other objects; some
     instructions are typed commands with synonyms; val and held-out keep the templates."""
+
     def binding(s) -> bool:
         t = s.target_object
         others = [o for i, o in enumerate(s.objects) if i != s.target]

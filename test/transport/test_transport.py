@@ -12,11 +12,11 @@ import pytest
 
 pytest.importorskip("rclpy", reason="rclpy is installed by `make setup`")
 pytest.importorskip("lens_ros.msg", reason="interfaces are built by `make setup`")
-from lens_ros.msg import Segmentation  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from lens_ros.image_conversion import image_to_numpy  # noqa: E402
+from lens_ros.msg import Segmentation  # noqa: E402
 
 PEER = Path(__file__).with_name("peer.py")
 pytestmark = pytest.mark.ros

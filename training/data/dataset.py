@@ -15,6 +15,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from lens_ros.regions import mask_box
+
 
 @dataclass
 class Sample:
@@ -74,11 +76,9 @@ def collate(samples: Sequence[Sample]) -> Batch:
 
 
 def box_from_mask(mask: np.ndarray) -> np.ndarray:
-    """Tight xyxy box of a boolean mask (x2, y2 exclusive pixel edges); zeros for an empty mask."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        return np.zeros(4, np.float32)
-    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
+    """Tight box of a data set's target mask; zeros for an empty one (a sample with no visible target)."""
+    box = mask_box(mask)
+    return np.zeros(4, np.float32) if box is None else box
 
 
 def check_sample(sample: Sample) -> None:

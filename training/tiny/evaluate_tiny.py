@@ -22,6 +22,7 @@ import torch
 from lens_ros.model.decoding import GenerationSettings
 from lens_ros.model.prompts import parse_answer
 from lens_ros.model.vision_input import scale_box
+from lens_ros.regions import box_iou
 from lens_training.data.synthetic_dataset import SyntheticWorldDataset
 from lens_training.metrics import SegmentationMeter
 
@@ -58,7 +59,7 @@ def evaluate_model(model, samples, max_new_tokens: int, with_box_baseline: bool,
             for g in groups:
                 meters["context"][g].update((masks[i][0] > 0).cpu().numpy(), s.mask)
                 parsed[g].append(p.ok)
-                box_ious[g].append(_box_iou(box, s.box) if box is not None else 0.0)
+                box_ious[g].append(box_iou(box, s.box) if box is not None else 0.0)
             other_box = None if (box is None or model.config.box_prompt) else torch.tensor([box], dtype=torch.float32)
             other = model.segmenter.decode(embeddings[i], prompt_tokens=prompt_tokens[i : i + 1], boxes=other_box)
             for g in groups:
@@ -80,14 +81,6 @@ def evaluate_model(model, samples, max_new_tokens: int, with_box_baseline: bool,
             row["box_iou"] = round(float(np.mean(box_ious[g])), 4)
             out[name][g] = row
     return out
-
-
-def _box_iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 def eval_sets(n: int) -> dict[str, list]:

@@ -131,7 +131,9 @@ def make_example(tokenizer, seed: int, split: str = "train", kind: str | None = 
         "expression": sample.expression,
         "paraphrased": bool(sample.extra.get("paraphrased", False)),
     }
-    return MLLMExample(pv, thw, hw, enc(chat), enc(completion_text(sample, box, hw)), token_labels(sample, hw), box, meta)
+    return MLLMExample(
+        pv, thw, hw, enc(chat), enc(completion_text(sample, box, hw)), token_labels(sample, hw), box, meta
+    )
 
 
 class ExampleBatches(torch.utils.data.Dataset):

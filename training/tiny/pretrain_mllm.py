@@ -34,6 +34,7 @@ from torch import nn
 from lens_ros.model.decoding import Decoder, GenerationSettings
 from lens_ros.model.mllm import MLLM, ImageConfig, PackedImage
 from lens_ros.model.prompts import parse_answer
+from lens_ros.regions import box_iou
 from lens_ros.world.language import KINDS
 from lens_training.runtime import save_checkpoint
 from lens_training.tiny.common import SeedStream, TimeBudgetSchedule, resume_if_possible, setup_logging
@@ -157,14 +158,6 @@ class SFTLoss(nn.Module):
             **{k: v.item() for k, v in aux.items()},
         }
         return loss, stats
-
-
-def box_iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def eval_examples(tokenizer, per_kind: int) -> list[MLLMExample]:
