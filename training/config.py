@@ -95,6 +95,9 @@ class Stage2Config(TrainConfig):
     mask_reward_weight: float = 1.0
     format_reward_weight: float = 1.0
     box_l1_weight: float = 0.0  # optional extra box reward 1 - normalised L1
+    hit_reward_weight: float = 0.0  # extra reward 1 when the box is on the target (IoU >= 0.5)
+    advantage_std_floor: float = 0.0  # A = (r - mean) / (max(std, floor) + 1e-4); 0: LENS
+    seg_loss_on_misses: bool = True  # False: BCE + Dice only on rollouts whose box is on the target
     # what trains
     train_mllm: bool = True
     lora: bool = False

@@ -20,12 +20,18 @@ from __future__ import annotations
 import torch
 
 
-def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
-    """(B * G,) rewards, grouped consecutively by prompt -> (B * G,) advantages."""
+def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4, std_floor: float = 0.0) -> torch.Tensor:
+    """(B * G,) rewards, grouped consecutively by prompt -> (B * G,) advantages.
+
+    A = (r - mean_group) / (max(std_group, std_floor) + eps). With ``std_floor`` 0 (LENS) a
+    group whose rewards differ by a little coordinate jitter gets unit advantages, as large
+    as a group where one completion chose the right object and another the wrong one; a
+    floor keeps such small differences small.
+    """
     grouped = rewards.view(-1, group_size)
     mean = grouped.mean(dim=1, keepdim=True)
     std = grouped.std(dim=1, keepdim=True) if group_size > 1 else torch.zeros_like(mean)
-    return ((grouped - mean) / (std + eps)).view(-1)
+    return ((grouped - mean) / (std.clamp(min=std_floor) + eps)).view(-1)
 
 
 def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:

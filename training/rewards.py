@@ -35,6 +35,12 @@ def box_iou_reward(parsed: ParsedAnswer, gt_box: Sequence[float]) -> float:
     return box_iou(parsed.box, gt_box) ** 2
 
 
+def hit_reward(parsed: ParsedAnswer, gt_box: Sequence[float], threshold: float = 0.5) -> float:
+    """1 when the parsed box is on the target (IoU >= ``threshold``), else 0: choosing the right
+    object, apart from how tightly its box is drawn."""
+    return 1.0 if parsed.box is not None and box_iou(parsed.box, gt_box) >= threshold else 0.0
+
+
 def box_l1_reward(parsed: ParsedAnswer, gt_box: Sequence[float], image_size: tuple[int, int]) -> float:
     """1 - mean absolute coordinate error normalised by (W, H, W, H), clamped to [0, 1]."""
     if parsed.box is None:
@@ -69,6 +75,7 @@ class RewardWeights:
     box: float = 1.0
     box_l1: float = 0.0
     mask: float = 1.0
+    hit: float = 0.0
 
 
 def unified_rewards(
@@ -87,8 +94,9 @@ def unified_rewards(
     completions, gt_boxes, image_sizes, mask_logits, gt_masks: one entry per completion
     (repeat a prompt's ground truth G times). box_scales: optional (sx, sy) per completion
     mapping parsed-box pixels to ground-truth pixels (MLLM resize -> image).
-    Returns float32 tensors of shape (N,): format (when used), box, box_l1 (when weighted),
-    mask (when masks are given), total.
+    Returns float32 tensors of shape (N,): format (when used), box, hit (always: also what
+    decides which rollouts train the segmenter), box_l1 (when weighted), mask (when masks are
+    given), total.
     """
     if parsed is None:
         parsed = [parse_answer(c) for c in completions]
@@ -96,6 +104,9 @@ def unified_rewards(
         parsed = [_scale_parsed(p, s) for p, s in zip(parsed, box_scales, strict=True)]
     out: dict[str, list[float]] = {"box": [box_iou_reward(p, b) for p, b in zip(parsed, gt_boxes, strict=True)]}
     total = [weights.box * r for r in out["box"]]
+    out["hit"] = [hit_reward(p, b) for p, b in zip(parsed, gt_boxes, strict=True)]
+    if weights.hit:
+        total = [t + weights.hit * r for t, r in zip(total, out["hit"], strict=True)]
     if use_format:
         out["format"] = [format_reward(p) for p in parsed]
         total = [t + weights.format * r for t, r in zip(total, out["format"], strict=True)]

@@ -5,9 +5,12 @@ Per batch of B prompts:
        (``RolloutEngine``; temperature 0.9, top-p 0.9, top-k 50)
     2. one policy forward over prompt + completion + context queries gives the completions'
        token log-probs AND the masks decoded from each completion's context prompt
-    3. rewards per completion: box IoU^2 + mask IoU^2 (+ format in CoT runs), each logged
-    4. A = (r - mean_group) / (std_group + 1e-4)
-    5. L = GRPO(logp, old logp, ref logp, A; beta, clip) + seg_loss_weight * (BCE + Dice)
+    3. rewards per completion: box IoU^2 + mask IoU^2 (+ format in CoT runs, + an optional
+       hit term: the box is on the target), each logged
+    4. A = (r - mean_group) / (max(std_group, advantage_std_floor) + 1e-4)
+    5. L = GRPO(logp, old logp, ref logp, A; beta, clip) + seg_loss_weight * (BCE + Dice), the
+       segmentation loss over every completion or (``seg_loss_on_misses`` off) over those whose
+       box is on the target
 
 The reference for the k3 KL is the MLLM as the run started (a frozen copy; with LoRA the
 same weights with the adapters switched off). Trainable: MLLM (full or LoRA), context
@@ -107,7 +110,11 @@ class Stage2Objective(nn.Module):
         self.engine = engine if engine is not None else HFRolloutEngine(model.mllm)
         self.sampling = SamplingSettings(cfg.group_size, cfg.temperature, cfg.top_p, cfg.top_k, cfg.max_new_tokens)
         self.weights = RewardWeights(
-            cfg.format_reward_weight, cfg.box_reward_weight, cfg.box_l1_weight, cfg.mask_reward_weight
+            cfg.format_reward_weight,
+            cfg.box_reward_weight,
+            cfg.box_l1_weight,
+            cfg.mask_reward_weight,
+            cfg.hit_reward_weight,
         )
 
     def train(self, mode: bool = True) -> Stage2Objective:
@@ -199,7 +206,7 @@ class Stage2Objective(nn.Module):
             box_scales=p.box_scales,
         )
         # A_i = (r_i - mean_group) / (std_group + 1e-4)
-        advantages = group_advantages(rewards["total"], cfg.group_size).to(device)
+        advantages = group_advantages(rewards["total"], cfg.group_size, std_floor=cfg.advantage_std_floor).to(device)
         # pi_old: the sampling policy; one update per rollout batch -> the current policy, detached
         old_logp = p.old_logp.to(device) if p.old_logp is not None else logp.detach()
         ref_logp = p.ref_logp.to(device) if p.ref_logp is not None else None
@@ -212,10 +219,30 @@ class Stage2Objective(nn.Module):
             beta=cfg.beta if self.use_kl else 0.0,
             clip_eps=cfg.clip_eps,
         )
-        # BCE + Dice of every completion's mask against the ground truth
-        seg_loss, parts = segmentation_loss(mask_logits, p.masks, p.ignores, cfg.bce_weight, cfg.dice_weight)
+        # BCE + Dice of the completions' masks against the ground truth: every completion, or
+        # (seg_loss_on_misses off) only those whose box is on the target. A box around another
+        # object would otherwise teach the segmenter to draw the target from that box.
+        rows = range(len(mask_logits))
+        if not cfg.seg_loss_on_misses:
+            rows = [i for i in rows if rewards["hit"][i] > 0]
+        if rows:
+            seg_loss, parts = segmentation_loss(
+                [mask_logits[i] for i in rows],
+                [p.masks[i] for i in rows],
+                [p.ignores[i] for i in rows],
+                cfg.bce_weight,
+                cfg.dice_weight,
+            )
+        else:
+            zero = sum(m.sum() for m in mask_logits) * 0.0  # keeps the graph (DDP) without a loss
+            seg_loss, parts = zero, {"bce": zero.detach(), "dice": zero.detach()}
         loss = policy_loss + cfg.seg_loss_weight * seg_loss
 
+        group_std = (
+            rewards["total"].view(-1, cfg.group_size).std(dim=1)
+            if cfg.group_size > 1
+            else torch.zeros(len(mask_logits) // max(cfg.group_size, 1))
+        )
         scalars = {
             "loss": loss.item(),
             "policy_loss": policy_loss.item(),
@@ -225,9 +252,10 @@ class Stage2Objective(nn.Module):
             "kl": stats["kl"].item(),
             "ratio": stats["ratio"].item(),
             "clip_fraction": stats["clip_fraction"].item(),
-            "reward_std": rewards["total"].view(-1, cfg.group_size).std(dim=1).mean().item()
-            if cfg.group_size > 1
-            else 0.0,
+            "reward_std": group_std.mean().item(),
+            # groups whose completions all got the same reward teach nothing
+            "zero_variance_groups": (group_std < 1e-6).float().mean().item(),
+            "seg_loss_rows": len(rows) / max(len(mask_logits), 1),
             "completion_length": sum(p.completion_lengths) / len(p.completion_lengths),
         }
         for name, values in rewards.items():

@@ -78,3 +78,17 @@ def test_clipped_ratio_hand_computed():
     loss.backward()
     assert logp.grad.tolist()[0] == pytest.approx([0.0, -0.5 / 2])
     assert stats["clip_fraction"].item() == pytest.approx(1.0)
+
+
+def test_advantage_std_floor_keeps_jitter_small_and_choices_large():
+    """Rewards differing by coordinate jitter (0.02) get unit advantages without a floor and
+    ~0.05 with one; a group where one completion hit and one missed keeps unit advantages."""
+    jitter = torch.tensor([0.80, 0.82])
+    choice = torch.tensor([1.8, 0.0])
+    plain = group_advantages(jitter, group_size=2)
+    floored = group_advantages(jitter, group_size=2, std_floor=0.3)
+    assert plain.abs().tolist() == pytest.approx([0.707, 0.707], abs=1e-2)
+    assert floored.abs().max().item() < 0.05
+    assert group_advantages(choice, 2, std_floor=0.3).tolist() == pytest.approx(
+        group_advantages(choice, 2).tolist(), rel=1e-6
+    ), "a std above the floor is left alone"

@@ -81,3 +81,17 @@ def test_unified_rewards_are_named_and_summed():
         [GOOD], [[20, 20, 40, 40]], [(60, 60)], None, None, RewardWeights(), False, box_scales=[(2.0, 2.0)]
     )
     assert scaled["box"].tolist() == [1.0] and "format" not in scaled and "mask" not in scaled
+
+
+def test_hit_reward_says_whether_the_box_is_on_the_target():
+    from lens_training.rewards import hit_reward
+
+    target = [10, 10, 20, 20]
+    assert hit_reward(parse_answer(GOOD), target) == 1.0
+    assert hit_reward(parse_answer(GOOD), [11, 11, 21, 21]) == 1.0  # jitter: still the target
+    assert hit_reward(parse_answer(GOOD), [30, 30, 40, 40]) == 0.0  # another object
+    assert hit_reward(parse_answer("no box here"), target) == 0.0
+    weighted = unified_rewards([GOOD], [target], [(30, 30)], None, None, RewardWeights(hit=2.0), use_format=False)
+    assert weighted["hit"].tolist() == [1.0] and weighted["total"].tolist() == [3.0]
+    unweighted = unified_rewards([GOOD], [target], [(30, 30)], None, None, RewardWeights(), use_format=False)
+    assert unweighted["hit"].tolist() == [1.0] and unweighted["total"].tolist() == [1.0]

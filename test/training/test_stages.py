@@ -294,3 +294,30 @@ def test_stage2_gradient_is_the_grpo_policy_gradient_of_rewards_that_differ(tiny
         g = torch.zeros_like(p) if g is None else g
         e = torch.zeros_like(p) if e is None else e
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6 * norm)
+
+
+def test_stage2_trains_the_segmenter_only_on_rollouts_whose_box_hits(tiny_lens, world_batch_samples):
+    """seg_loss_on_misses off: BCE + Dice over the completion whose box is on the target only
+    (a box around something else must not teach the segmenter to draw the target from it)."""
+    from lens_training.losses import segmentation_loss
+
+    sample = world_batch_samples[0]
+    tiny_lens.config.box_prompt = True
+    cfg = _stage2_cfg(beta=0.0, seg_loss_on_misses=False)
+    engine = ScriptedRollouts(tiny_lens.mllm, [right_answer(tiny_lens, sample), WRONG])
+    objective = Stage2Objective(tiny_lens, cfg, engine=engine)
+    objective.eval()
+    prepared = objective.prepare(collate([sample]))
+    _, scalars = objective(prepared)
+    assert scalars["reward_hit"] == 0.5 and scalars["seg_loss_rows"] == 0.5
+    assert scalars["zero_variance_groups"] == 0.0
+    with torch.no_grad():
+        out = tiny_lens(
+            prepared.inputs, compute_logprobs=False, embeddings=prepared.embeddings, boxes=prepared.prompt_boxes
+        )
+    logits = [m[0] for m in out.mask_logits]
+    weights = (cfg.bce_weight, cfg.dice_weight)
+    hit_only, _ = segmentation_loss(logits[:1], prepared.masks[:1], prepared.ignores[:1], *weights)
+    every, _ = segmentation_loss(logits, prepared.masks, prepared.ignores, *weights)
+    assert scalars["seg_loss"] == pytest.approx(hit_only.item(), rel=1e-6, abs=1e-7)
+    assert abs(every.item() - hit_only.item()) > 2e-5, "the rows' losses differ, so the test can tell them apart"
