@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from lens_ros.launch_description import LENS_NODE
+from lens_ros.model.limits import MAX_INSTRUCTION_CHARS
 from lens_ros.node_config import NodeConfig
 
 TOKEN_ENV = "LENS_CONSOLE_TOKEN"
@@ -35,7 +36,10 @@ class ConsoleConfig:
     max_fps: float = _setting(15.0, "Overlay frames sent to each browser per second at most", 0.5, 60.0)
     jpeg_quality: int = _setting(80, "JPEG quality of the overlay", 10, 100)
     max_instruction_length: int = _setting(
-        NodeConfig.max_instruction_length, "Instructions longer than this are refused (the node's default)", 1, 100000
+        NodeConfig.max_instruction_length,
+        "Instructions longer than this are refused (the node's default; the node never takes more)",
+        1,
+        MAX_INSTRUCTION_CHARS,
     )
     history_size: int = _setting(20, "Recent instructions (with their answers) kept", 1, 1000)
     max_clients: int = _setting(16, "Browser tabs connected at once", 1, 1000)

@@ -244,6 +244,7 @@ async def serve(config: ConsoleConfig, server: ConsoleServer, stop: asyncio.Even
 
 def main(argv: list[str] | None = None) -> int:
     import rclpy
+    from rclpy.exceptions import InvalidParameterValueException
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
     from rclpy.utilities import remove_ros_args
@@ -268,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         bridge = ConsoleBridge(defaults, context=context)
         config = bridge.config
         config.check()
-    except ValueError as exc:
+    except (ValueError, InvalidParameterValueException) as exc:
         print(f"lens-console: {exc}", file=sys.stderr)
         if bridge is not None:
             bridge.destroy_node()
