@@ -19,9 +19,10 @@ class SyntheticWorldDataset:
         size: tuple[int, int] = (160, 120),
         seed_offset: int = 0,
         kind: str | None = None,
+        paraphrase_share: float | None = None,
     ):
         self.split, self.length, self.size = split, length, (int(size[0]), int(size[1]))
-        self.seed_offset, self.kind = seed_offset, kind
+        self.seed_offset, self.kind, self.paraphrase_share = seed_offset, kind, paraphrase_share
 
     def __len__(self) -> int:
         return self.length
@@ -31,7 +32,9 @@ class SyntheticWorldDataset:
 
         if not 0 <= index < self.length:
             raise IndexError(index)
-        s = generate_sample(self.seed_offset + index, self.split, self.size, kind=self.kind)
+        s = generate_sample(
+            self.seed_offset + index, self.split, self.size, kind=self.kind, paraphrase_share=self.paraphrase_share
+        )
         target = s.target_object
         return Sample(
             image=s.image,
@@ -45,5 +48,7 @@ class SyntheticWorldDataset:
                 "seed": s.seed,
                 "kind": s.kind,
                 "unseen_composition": bool(target.unseen_composition),
+                "paraphrased": bool(s.extra.get("paraphrased", False)),
+                "objects": [(o.name, [float(v) for v in o.box]) for o in s.objects],
             },
         )

@@ -46,7 +46,14 @@ class BuildConfig:
     stage2_steps: int = 30
     stage2_lr: float = 1e-5
     stage2_minutes: float = 0.0
-    eval_samples: int = 48
+    stage2_prompts: int = 4  # prompts per micro-batch
+    stage2_accum: int = 8  # micro-batches per optimizer step: 32 prompts per step
+    stage2_group: int = 8  # completions per prompt
+    stage2_hit: float = 1.0  # hit reward weight (0: LENS's rewards only)
+    stage2_std_floor: float = 0.3  # advantage std floor (0: LENS)
+    stage2_seg_on_misses: int = 0  # 1: BCE + Dice on every rollout (LENS)
+    eval_samples: int = 300
+    compare: str = ""  # a bundle evaluated on the same scenes as a baseline row (e.g. the shipped one)
     threads: int = 2
     device: str = "cpu"  # "cuda": pre-training, stage 1 and stage 2 on a GPU (same code, same data)
     workers: int = 0  # data-loader processes for the MLLM pre-training and stages 1/2
@@ -178,18 +185,25 @@ def stage1_config(cfg: BuildConfig, base: str | Path, out: str | Path):
 
 
 def stage2_config(cfg: BuildConfig, base: str | Path, init_from: str | Path, out: str | Path):
-    """The embedded build's stage-2 configuration: GRPO with 2 prompts x G=4, 72 new tokens."""
+    """The embedded build's stage-2 configuration: GRPO with 32 prompts x G=8 per optimizer step,
+    a hit reward, an advantage std floor, segmentation loss on rollouts that hit only."""
     from lens_training.config import Stage2Config
+    from lens_training.tiny.pretrain_mllm import MLLMPretrainConfig
 
     return Stage2Config(
         **_shared_stage_fields(cfg, base, out),
         init_from=str(init_from),
-        batch_size=2,
+        batch_size=cfg.stage2_prompts,
+        grad_accum=cfg.stage2_accum,
         max_steps=cfg.stage2_steps,
         max_minutes=cfg.stage2_minutes,
         lr=cfg.stage2_lr,
-        group_size=4,
-        max_new_tokens=72,
+        group_size=cfg.stage2_group,
+        max_new_tokens=MLLMPretrainConfig().max_new_tokens,  # grounded rationales: up to 3 boxed candidates
+        hit_reward_weight=cfg.stage2_hit,
+        advantage_std_floor=cfg.stage2_std_floor,
+        seg_loss_on_misses=bool(cfg.stage2_seg_on_misses),
+        rollout_engine="loop",
         beta=0.04,
         ckpt_every=10,
         log_every=1,

@@ -11,6 +11,7 @@ Writes <results>.json and <results>.md (with the pre-training learning curves).
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -28,6 +29,16 @@ from lens_training.metrics import SegmentationMeter
 
 EVAL_OFFSET = 30_000_000
 FRAME = (320, 240)
+NAMED_TARGET = re.compile(r"the target is the ((?:\w+ ){2}\w+)")
+
+
+def rationale_names_the_boxed_object(think: str, box, objects) -> bool:
+    """The object the rationale finally names ("the target is the <size> <colour> <shape>") is
+    the one under the answer's box (box IoU >= 0.5 with an object of that name)."""
+    named = NAMED_TARGET.findall(think or "")
+    if not named or box is None:
+        return False
+    return any(name == named[-1] and box_iou(box, obj_box) >= 0.5 for name, obj_box in objects)
 
 
 @torch.no_grad()
@@ -39,7 +50,7 @@ def evaluate_model(model, samples, max_new_tokens: int, with_box_baseline: bool,
     token alone, else the context token plus the box); box: the box alone (the baseline)."""
     model.eval()
     meters: dict[str, dict[str, SegmentationMeter]] = defaultdict(lambda: defaultdict(SegmentationMeter))
-    parsed, box_ious = defaultdict(list), defaultdict(list)
+    parsed, box_ious, consistent = defaultdict(list), defaultdict(list), defaultdict(list)
     for start in range(0, len(samples), batch):
         chunk = samples[start : start + batch]
         inputs = model.prepare([s.image for s in chunk], [s.expression for s in chunk], None, cot=True)
@@ -60,6 +71,8 @@ def evaluate_model(model, samples, max_new_tokens: int, with_box_baseline: bool,
                 meters["context"][g].update((masks[i][0] > 0).cpu().numpy(), s.mask)
                 parsed[g].append(p.ok)
                 box_ious[g].append(box_iou(box, s.box) if box is not None else 0.0)
+                if "objects" in s.meta:
+                    consistent[g].append(rationale_names_the_boxed_object(p.think, box, s.meta["objects"]))
             other_box = None if (box is None or model.config.box_prompt) else torch.tensor([box], dtype=torch.float32)
             other = model.segmenter.decode(embeddings[i], prompt_tokens=prompt_tokens[i : i + 1], boxes=other_box)
             for g in groups:
@@ -79,15 +92,18 @@ def evaluate_model(model, samples, max_new_tokens: int, with_box_baseline: bool,
             row = {k: round(float(v), 4) for k, v in m.summary().items()}
             row["parse_rate"] = round(float(np.mean(parsed[g])), 4)
             row["box_iou"] = round(float(np.mean(box_ious[g])), 4)
+            if consistent[g]:
+                row["rationale_names_boxed"] = round(float(np.mean(consistent[g])), 4)
             out[name][g] = row
     return out
 
 
 def eval_sets(n: int) -> dict[str, list]:
-    return {
-        split: [SyntheticWorldDataset(split, n, FRAME, EVAL_OFFSET)[i] for i in range(n)]
-        for split in ("val", "heldout")
-    }
+    """val and heldout (as the world draws them) and "paraphrase": the val scenes with every
+    instruction rewritten as a typed command (synonyms, "pick up", "please", ...)."""
+    sets = {split: SyntheticWorldDataset(split, n, FRAME, EVAL_OFFSET) for split in ("val", "heldout")}
+    sets["paraphrase"] = SyntheticWorldDataset("val", n, FRAME, EVAL_OFFSET, paraphrase_share=1.0)
+    return {name: [data[i] for i in range(n)] for name, data in sets.items()}
 
 
 def evaluate_all(cfg, base: Path, stage1: Path, stage2: Path) -> dict[str, Any]:
@@ -95,13 +111,16 @@ def evaluate_all(cfg, base: Path, stage1: Path, stage2: Path) -> dict[str, Any]:
 
     sets = eval_sets(cfg.eval_samples)
     results: dict[str, Any] = {"frame": list(FRAME), "samples_per_split": cfg.eval_samples, "models": {}}
-    for name, path in (("stage1", stage1), ("stage2", stage2)):
+    models = [("stage1", stage1), ("stage2", stage2)]
+    if getattr(cfg, "compare", ""):
+        models.append(("previous bundle", Path(cfg.compare)))
+    for name, path in models:
         if not (path / "config.json").is_file():
             continue
         model = load_bundle(path)
         t0 = time.time()
         for split, samples in sets.items():
-            r = evaluate_model(model, samples, 72, with_box_baseline=(name == "stage1"))
+            r = evaluate_model(model, samples, model.config.max_new_tokens, with_box_baseline=(name == "stage1"))
             results["models"].setdefault(name, {})[split] = r["context"]
             other = "context token alone" if model.config.box_prompt else "context token + box"
             results["models"].setdefault(f"{name} ({other})", {})[split] = r["other"]
@@ -130,17 +149,19 @@ def write_results(stem: Path, results: dict[str, Any]) -> None:
         "",
         f"Fresh scenes, {results['samples_per_split']} per split, frames {results['frame'][0]}x"
         f"{results['frame'][1]}; val = seen colour-shape compositions, heldout = every target an "
-        "unseen composition (half with unseen phrasings). cIoU / gIoU of the mask.",
+        "unseen composition (half with unseen phrasings), paraphrase = the val scenes with every "
+        'instruction typed as a command (synonyms, "pick up", "please"). cIoU / gIoU of the mask; '
+        "names boxed = the object the rationale finally names is the one under the answer's box.",
         "",
-        "| model | split | group | cIoU | gIoU | parse | box IoU |",
-        "|---|---|---|---|---|---|---|",
+        "| model | split | group | cIoU | gIoU | parse | box IoU | names boxed |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for model, splits in results["models"].items():
         for split, groups in splits.items():
             for g, r in groups.items():
                 lines.append(
                     f"| {model} | {split} | {g} | {r['cIoU']:.3f} | {r['gIoU']:.3f} | "
-                    f"{r['parse_rate']:.2f} | {r['box_iou']:.3f} |"
+                    f"{r['parse_rate']:.2f} | {r['box_iou']:.3f} | {r.get('rationale_names_boxed', float('nan')):.2f} |"
                 )
     curves = results.get("pretraining", {})
     if "mllm" in curves:
