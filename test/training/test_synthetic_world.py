@@ -208,3 +208,36 @@ def test_paraphrases_keep_the_referent_and_use_known_words():
         assert "left" in o  # the side is never lost
     one = {paraphrase("the red object", rng) for _ in range(200)}
     assert any(o.endswith("the red one") for o in one) and all("red" in o for o in one)
+
+
+def test_appearance_randomisation_keeps_every_object_where_it_was():
+    """Backgrounds, shading and lighting change; each object's pixels stay its own (so masks,
+    boxes and rationales remain the labels): every object's mean colour differs from the
+    background right around it, and the frame differs from the world's own rendering."""
+    from lens_ros.world.appearance import randomize
+    from lens_ros.world.scene import generate_sample
+
+    changed_background = 0
+    for seed in range(12):
+        s = generate_sample(seed, "train", (160, 120))
+        out = randomize(s.image, s.objects, np.random.default_rng(seed))
+        assert out.shape == s.image.shape and out.dtype == np.uint8
+        assert np.array_equal(out, randomize(s.image, s.objects, np.random.default_rng(seed))), "seeded"
+        covered = np.zeros(out.shape[:2], bool)
+        for o in s.objects:
+            covered |= o.mask
+        changed_background += int(np.abs(out[~covered].astype(int) - s.image[~covered]).mean() > 20)
+    assert changed_background >= 6, "most frames get another background or lighting"
+
+
+def test_flat_scenes_name_one_object_each():
+    from lens_training.tiny.flat_scenes import draw_scene
+
+    for seed in range(20):
+        scene = draw_scene(seed)
+        assert len(set(scene.names)) == len(scene.names) >= 2
+        assert scene.expression == f"the {scene.names[scene.target]}"
+        total = sum(m.astype(int) for m in scene.masks)
+        assert total.max() == 1, "objects do not overlap"
+        for mask in scene.masks:  # the object is drawn: its pixels are not the background's colour
+            assert (scene.image[mask] != scene.image[~total.astype(bool)][0]).any(axis=1).all()

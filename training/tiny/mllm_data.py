@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from lens_ros.model import prompts, vision_input
+from lens_ros.world import appearance
 from lens_ros.world.language import rescale_boxes
 from lens_ros.world.scene import Sample, generate_sample
 from lens_ros.world.spec import COLORS, SHAPES, SIZES
@@ -30,6 +31,7 @@ COLOR_IDS = {c: i + 1 for i, c in enumerate(COLORS)}
 SHAPE_IDS = {s: i + 1 for i, s in enumerate(SHAPES)}
 SIZE_IDS = {s: i + 1 for i, s in enumerate(SIZES)}
 MIN_CELL_COVER = 0.2  # a token is labelled with an object covering this much of its cell
+APPEARANCE_SHARE = 0.3  # train frames whose background, shading and lighting are randomised
 
 
 @dataclass
@@ -116,7 +118,11 @@ def completion_text(sample: Sample, box: np.ndarray, resized_hw: tuple[int, int]
 
 def make_example(tokenizer, seed: int, split: str = "train", kind: str | None = None) -> MLLMExample:
     sample = generate_sample(seed, split, size=MLLM_FRAME_SIZE, kind=kind)
-    pv, thw, hw = pack(sample.image)
+    image = sample.image
+    arng = np.random.default_rng([seed, 4242])
+    if split == "train" and arng.random() < APPEARANCE_SHARE:
+        image = appearance.randomize(image, sample.objects, arng)
+    pv, thw, hw = pack(image)
     n_tokens = vision_input.num_image_tokens(thw, MLLM_MERGE)
     chat = prompts.render_chat(prompts.build_question(sample.expression, cot=True), num_image_tokens=n_tokens)
     box = mllm_box(sample, hw)
