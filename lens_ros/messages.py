@@ -76,15 +76,20 @@ def segmentation_message(
     status: int,
     status_text: str = "",
     total_ms: float = 0.0,
+    depth_status: int = 0,
+    depth_text: str = "",
     poses: list[TargetPose | None] | None = None,
     mask_images: list | None = None,
 ):
-    """lens_ros/Segmentation for one frame; ``result`` None gives an empty answer with a status."""
+    """lens_ros/Segmentation for one frame; ``result`` None gives an empty answer with a status.
+
+    ``depth_status``: Segmentation.DEPTH_* (0, DEPTH_NONE: no 3D attempted)."""
     from lens_ros.msg import Segmentation, SegmentedObject
 
     msg = Segmentation(header=header, instruction=bounded(instruction), status=int(status))
     msg.status_text = bounded(status_text, 1024)
     msg.total_ms = float(total_ms)
+    msg.depth_status, msg.depth_text = int(depth_status), bounded(depth_text, 512)
     if result is None:
         return msg
     msg.rationale = bounded(result.rationale)

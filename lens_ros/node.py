@@ -57,6 +57,13 @@ from lens_ros.srv import Segment
 PIPELINE_OPTIONS = frozenset({"mask_threshold", "use_box_prompt", "track_with_previous_box", "draft_tokens"})
 # Builds the node's pipeline: (model, device=, dtype=, segmenter_backend=, model_dir=) -> Pipeline.
 PipelineFactory = Callable[..., Pipeline]
+# /diagnostics counter of each answer without 3D although depth was expected
+DEPTH_COUNTERS = {
+    Segmentation.DEPTH_NO_DEPTH: "depth_unmatched",
+    Segmentation.DEPTH_NO_CAMERA_INFO: "depth_unmatched",
+    Segmentation.DEPTH_BAD_DEPTH: "depth_rejected",
+    Segmentation.DEPTH_NO_POINTS: "no_depth_points",
+}
 
 
 class ModelFailure(Exception):
@@ -342,19 +349,20 @@ class LensBehaviour:
         return publish
 
     def _complete(self, decoded: DecodedFrame, instruction: str, result, received: float) -> Answer:
-        """Depth of the frame's time (counted when missing or rejected) and the answer from it."""
+        """Depth of the frame's time and the answer from it; depth that is missing, rejected
+        or without readings under the mask is counted and said in the answer's depth_status."""
         cfg = self.config
+        depth = (Segmentation.DEPTH_NONE, "")
         if self._depth is not None and self._depth.expected():
-            problem = self._depth.attach(decoded, cfg.sync_slop_s, cfg.sync_wait_s, cfg.depth_scale)
-            if problem == "unmatched":
-                self.stats.event("depth_unmatched")
-            elif problem:
-                self.stats.event("depth_rejected")
-                self._note_error(f"depth ignored: {problem}")
-        answer = build_answer(cfg, decoded, instruction, result, received)
-        if answer.pose_problem:
-            self.stats.event("no_depth_points")
-            self._note_error(answer.pose_problem)
+            depth = self._depth.attach(decoded, cfg.sync_slop_s, cfg.sync_wait_s, cfg.depth_scale)
+        answer = build_answer(cfg, decoded, instruction, result, received, depth)
+        counter = DEPTH_COUNTERS.get(answer.depth_status)
+        if counter is not None:
+            self.stats.event(counter)
+        if answer.depth_status in (Segmentation.DEPTH_BAD_DEPTH, Segmentation.DEPTH_NO_POINTS):
+            # bad sensor data, not a node failure: a warning, and the last error in /diagnostics
+            self.stats.error(f"depth: {answer.depth_text}")
+            self.get_logger().warning(f"no 3D for this answer: {answer.depth_text}", throttle_duration_sec=2.0)
         return answer
 
     # -- the ~/segment service ------------------------------------------------------------

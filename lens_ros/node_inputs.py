@@ -15,6 +15,7 @@ from lens_ros.frame_sync import StampBuffer, stamp_to_s
 from lens_ros.image_conversion import compressed_to_numpy, image_to_numpy, to_rgb8
 from lens_ros.model import prompts
 from lens_ros.model.types import BadInputError
+from lens_ros.msg import Segmentation
 
 
 @dataclass
@@ -85,27 +86,30 @@ class DepthInput:
             return True
         return self.depth.latest() is None and self._publishers() > 0
 
-    def attach(self, frame: DecodedFrame, slop_s: float, wait_s: float, depth_scale: float) -> str:
+    def attach(self, frame: DecodedFrame, slop_s: float, wait_s: float, depth_scale: float) -> tuple[int, str]:
         """Set ``frame.depth_m``/``frame.k`` from the depth and camera_info of its time.
 
-        Returns "" when attached, "unmatched" when none arrived in time, or the reason the
-        depth was rejected (then the frame has no depth). Called after the model: by then the
-        frame's depth has arrived, so nothing waits in front of the model for it.
+        Returns (Segmentation.DEPTH_*, reason): DEPTH_OK when attached; DEPTH_NO_DEPTH or
+        DEPTH_NO_CAMERA_INFO when none arrived in time; DEPTH_BAD_DEPTH with the reason the
+        depth or camera_info was rejected (then the frame has no depth). Called after the
+        model: by then the frame's depth has arrived, so nothing waits in front of the model.
         """
         stamp = stamp_to_s(frame.header.stamp)
         depth_msg = self.depth.wait_nearest(stamp, slop_s, wait_s)
+        if depth_msg is None:
+            return Segmentation.DEPTH_NO_DEPTH, f"no depth image within {slop_s} s of the frame"
         # the camera_info of that time (waited for like the depth), else the newest: it rarely changes
         info = self.info.wait_nearest(stamp, slop_s, wait_s) or self.info.latest()
-        if depth_msg is None or info is None:
-            return "unmatched"
+        if info is None:
+            return Segmentation.DEPTH_NO_CAMERA_INFO, "no camera_info received"
         try:
             depth = geometry.depth_to_metres(image_to_numpy(depth_msg), depth_msg.encoding, depth_scale)
             frame.k = geometry.intrinsics_for(np.asarray(info.k), (info.height, info.width), frame.rgb.shape[:2])
             frame.depth_m = geometry.resize_nearest(depth, frame.rgb.shape[:2])
         except BadInputError as exc:
             frame.k = frame.depth_m = None
-            return str(exc)
-        return ""
+            return Segmentation.DEPTH_BAD_DEPTH, str(exc)
+        return Segmentation.DEPTH_OK, ""
 
 
 _TORCH_THREADS: list[int] = []  # torch's own default, read before the node first changes it

@@ -44,7 +44,8 @@ class Answer:
     points: np.ndarray | None = None  # (N, 3) metres, the object's depth points
     pixels: np.ndarray | None = None  # (N, 2) their (row, col)
     total_ms: float = 0.0
-    pose_problem: str = ""  # why there is no pose although depth was there ("" otherwise)
+    depth_status: int = Segmentation.DEPTH_NONE  # Segmentation.DEPTH_*: whether the answer has 3D
+    depth_text: str = ""  # why not, when depth was expected
 
     @property
     def usable(self) -> bool:
@@ -63,24 +64,39 @@ class Answer:
             status=self.status,
             status_text=self.status_text,
             total_ms=self.total_ms,
+            depth_status=self.depth_status,
+            depth_text=self.depth_text,
             poses=[self.pose],
             mask_images=[mask_image] if mask_image is not None else None,
         )
 
 
 def build_answer(
-    config: NodeConfig, frame: DecodedFrame, instruction: str, result: SegmentationResult, received: float
+    config: NodeConfig,
+    frame: DecodedFrame,
+    instruction: str,
+    result: SegmentationResult,
+    received: float,
+    depth: tuple[int, str] = (Segmentation.DEPTH_NONE, ""),
 ) -> Answer:
-    """Status, mask and (with the frame's depth) the target's pose for a model result."""
+    """Status, mask and (with the frame's depth) the target's pose for a model result.
+
+    ``depth``: (Segmentation.DEPTH_*, reason) of attaching the frame's depth; DEPTH_OK means
+    ``frame.depth_m`` and ``frame.k`` are set. The answer's depth_status is DEPTH_OK only
+    when it has a pose; a usable mask without 3D keeps its status (the mask is still right).
+    """
     status, status_text = messages.status_of(result, config.min_score)
     mask = result.masks[0] if result.masks.shape[0] else np.zeros(frame.rgb.shape[:2], bool)
     answer = Answer(frame, instruction, result, status, status_text, mask)
-    if answer.usable and frame.depth_m is not None and mask.any():
+    answer.depth_status, answer.depth_text = depth
+    if not (answer.usable and mask.any()):
+        answer.depth_status, answer.depth_text = Segmentation.DEPTH_NONE, ""
+    elif answer.depth_status == Segmentation.DEPTH_OK:
         points, pixels = geometry.masked_points(mask, frame.depth_m, frame.k, config.min_depth_m, config.max_depth_m)
         try:
             pose = geometry.principal_pose(points)
         except BadInputError as exc:
-            answer.pose_problem = f"no pose: {exc}"
+            answer.depth_status, answer.depth_text = Segmentation.DEPTH_NO_POINTS, f"no pose: {exc}"
         else:
             answer.pose = geometry.behind_visible_surface(pose) if config.pose_position == "centre" else pose
             answer.points, answer.pixels = points, pixels

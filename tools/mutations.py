@@ -98,6 +98,23 @@ MUTATIONS: list[Mutation] = [
         ),
         "segmenter_backend='onnx' never builds the ONNX segmenter",
     ),
+    # -- node -------------------------------------------------------------------------------
+    Mutation(
+        "depth-no-points-unsaid",
+        "lens_ros/node_outputs.py",
+        'answer.depth_status, answer.depth_text = Segmentation.DEPTH_NO_POINTS, f"no pose: {exc}"',
+        'answer.depth_text = f"no pose: {exc}"',
+        ("test/reliability/test_bad_input_matrix.py::test_bad_depth_keeps_the_mask_and_says_why_there_is_no_pose",),
+        "all-NaN depth under the mask leaves depth_status DEPTH_OK (no pose, nothing said)",
+    ),
+    Mutation(
+        "depth-missing-info-as-missing-depth",
+        "lens_ros/node_inputs.py",
+        'return Segmentation.DEPTH_NO_CAMERA_INFO, "no camera_info received"',
+        'return Segmentation.DEPTH_NO_DEPTH, "no camera_info received"',
+        ("test/reliability/test_bad_input_matrix.py::test_depth_without_any_camera_info_says_so",),
+        "depth without camera_info reported as missing depth",
+    ),
 ]
 
 

@@ -72,12 +72,12 @@ class Bench:
     def valid_image(self) -> Image:
         return numpy_to_image(self.frame.image, "rgb8")
 
-    def depth_and_info(self, depth: Image, sec: int, info_size: tuple[int, int] = (W, H)) -> None:
+    def depth_and_info(self, depth: Image, sec: int, info_size: tuple[int, int] = (W, H), k_scale: float = 1) -> None:
         depth.header.stamp.sec, depth.header.frame_id = sec, "camera_color_optical_frame"
         info = CameraInfo()
         info.header = depth.header
         info.width, info.height = info_size
-        info.k = [float(v) for v in np.asarray(self.frame.K, dtype=np.float64).ravel()]
+        info.k = [float(v) * k_scale for v in np.asarray(self.frame.K, dtype=np.float64).ravel()]
         self.info_pub.publish(info)
         self.depth_pub.publish(depth)
 
@@ -202,28 +202,67 @@ def test_big_endian_padded_bgra_frames_are_answered(oracle_bench):
     assert seg.status == Segmentation.STATUS_OK and seg.objects[0].mask.width == W
 
 
-# -- depth: the mask is still published, the pose is skipped, nothing crashes ------------
+# -- depth: the mask is still published with its status, depth_status says why there is no 3D --
 def depth_image(values: np.ndarray, encoding: str = "32FC1") -> Image:
     return numpy_to_image(values, encoding)
 
 
-BAD_DEPTHS = {
-    "all NaN": lambda: depth_image(np.full((H, W), np.nan, np.float32)),
-    "all inf": lambda: depth_image(np.full((H, W), np.inf, np.float32)),
-    "all zero (16UC1)": lambda: depth_image(np.zeros((H, W), np.uint16), "16UC1"),
-    "negative metres": lambda: depth_image(np.full((H, W), -1.0, np.float32)),
-    "colour image on the depth topic": lambda: depth_image(np.zeros((H, W, 3), np.uint8), "rgb8"),
+NO_POINTS, BAD_DEPTH = Segmentation.DEPTH_NO_POINTS, Segmentation.DEPTH_BAD_DEPTH
+BAD_DEPTHS = {  # case: (depth image, camera_info K scale, depth_status, depth_text fragment, counter)
+    "all NaN": (lambda: depth_image(np.full((H, W), np.nan, np.float32)), 1, NO_POINTS, "no pose", "no_depth_points"),
+    "all inf": (lambda: depth_image(np.full((H, W), np.inf, np.float32)), 1, NO_POINTS, "no pose", "no_depth_points"),
+    "all zero (16UC1)": (
+        lambda: depth_image(np.zeros((H, W), np.uint16), "16UC1"),
+        1,
+        NO_POINTS,
+        "no pose",
+        "no_depth_points",
+    ),
+    "negative metres": (
+        lambda: depth_image(np.full((H, W), -1.0, np.float32)),
+        1,
+        NO_POINTS,
+        "no pose",
+        "no_depth_points",
+    ),
+    "colour image on the depth topic": (
+        lambda: depth_image(np.zeros((H, W, 3), np.uint8), "rgb8"),
+        1,
+        BAD_DEPTH,
+        "single-channel",
+        "depth_rejected",
+    ),
+    "mono8 image on the depth topic": (
+        lambda: depth_image(np.full((H, W), 7, np.uint8), "mono8"),
+        1,
+        BAD_DEPTH,
+        "not supported",
+        "depth_rejected",
+    ),
+    "camera_info without a focal length": (
+        lambda: depth_image(np.ones((H, W), np.float32)),
+        0,
+        BAD_DEPTH,
+        "focal length",
+        "depth_rejected",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_DEPTHS))
-def test_bad_depth_keeps_the_mask_and_skips_the_pose(oracle_bench, case):
+def test_bad_depth_keeps_the_mask_and_says_why_there_is_no_pose(oracle_bench, case):
+    build, k_scale, depth_status, text, counter = BAD_DEPTHS[case]
+    before = oracle_bench.counters().get(f"{counter}_count", 0.0)
     sec = oracle_bench.next_stamp()
-    oracle_bench.depth_and_info(BAD_DEPTHS[case](), sec)
+    oracle_bench.depth_and_info(build(), sec, k_scale=k_scale)
     oracle_bench.probe.spin_for(0.1)
     seg = oracle_bench.answer_for(oracle_bench.image(oracle_bench.valid_image(), sec))
     assert seg.status == Segmentation.STATUS_OK, f"{case}: {seg.status_text}"
     assert seg.objects and not seg.objects[0].has_pose, f"{case}: a pose from unusable depth"
+    assert (seg.depth_status, text in seg.depth_text) == (depth_status, True), (
+        f"{case}: depth_status {seg.depth_status} {seg.depth_text!r}, expected {depth_status} saying {text!r}"
+    )
+    assert oracle_bench.counters()[f"{counter}_count"] >= before + 1, f"{case}: {counter} not counted"
     oracle_bench.still_serves()
 
 
@@ -234,6 +273,7 @@ def test_depth_of_another_size_is_rescaled_to_the_image(oracle_bench):
     oracle_bench.probe.spin_for(0.1)
     seg = oracle_bench.answer_for(oracle_bench.image(oracle_bench.valid_image(), sec))
     assert seg.status == Segmentation.STATUS_OK and seg.objects[0].has_pose
+    assert (seg.depth_status, seg.depth_text) == (Segmentation.DEPTH_OK, "")
     truth = np.asarray(oracle_bench.frame.objects[0].pose, dtype=float)[:3, 3]
     p = seg.objects[0].pose.position
     assert np.linalg.norm(np.array([p.x, p.y, p.z]) - truth) < 0.1
@@ -242,6 +282,37 @@ def test_depth_of_another_size_is_rescaled_to_the_image(oracle_bench):
 def test_frame_without_matching_depth_is_answered_without_pose(oracle_bench):
     seg = oracle_bench.answer_for(oracle_bench.image(oracle_bench.valid_image()))
     assert seg.status == Segmentation.STATUS_OK and not seg.objects[0].has_pose
+    assert seg.depth_status == Segmentation.DEPTH_NO_DEPTH and "no depth image" in seg.depth_text, seg.depth_text
+
+
+def test_depth_without_any_camera_info_says_so(launcher, probe):
+    """A node (its own, so no camera_info was ever sent to it) with depth but no camera_info:
+    the mask is answered, depth_status is DEPTH_NO_CAMERA_INFO."""
+    spec = next(s for s in node_specs({"device": "cpu"}) if s.name == "lens_node")
+    parameters = {**spec.parameters, "sync_wait_s": 0.2}
+    launcher.start(
+        [dataclasses.replace(spec, name="lens_info_node", parameters=parameters)], oracle=True, extra_env=oracle_env()
+    )
+    bench = Bench(probe, node="/lens_info_node")
+    bench.instruct(f"the {bench.frame.objects[0].name}")
+    deadline, seg = time.monotonic() + 60, None
+    while time.monotonic() < deadline:
+        sec = bench.next_stamp()
+        depth = depth_image(bench.frame.depth.astype(np.float32))
+        depth.header.stamp.sec, depth.header.frame_id = sec, "camera_color_optical_frame"
+        bench.depth_pub.publish(depth)
+        bench.probe.spin_for(0.1)
+        bench.image(bench.valid_image(), sec)
+        bench.probe.spin_for(1.0)
+        seg = next((m for _, m in bench.segs if m.header.stamp.sec == sec), None)
+        if seg is not None and seg.depth_status != Segmentation.DEPTH_NO_DEPTH:  # its depth was matched
+            break
+    assert seg is not None, "no answer:\n" + launcher.logs()
+    assert seg.status == Segmentation.STATUS_OK and seg.objects and not seg.objects[0].has_pose
+    assert seg.depth_status == Segmentation.DEPTH_NO_CAMERA_INFO and "camera_info" in seg.depth_text, (
+        seg.depth_status,
+        seg.depth_text,
+    )
 
 
 # -- stamps ------------------------------------------------------------------------------

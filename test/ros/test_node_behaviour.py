@@ -129,6 +129,7 @@ def test_target_pose_is_within_a_few_cm_of_the_ground_truth(running, probe):
         assert abs(q.x**2 + q.y**2 + q.z**2 + q.w**2 - 1.0) < 1e-3
         seg = next(m for _, m in segs if stamp_of(m) == stamp_of(pose_msg) and m.instruction == obj.name)
         assert seg.objects[0].has_pose and seg.objects[0].num_points > 10
+        assert (seg.depth_status, seg.depth_text) == (Segmentation.DEPTH_OK, "")
         points = cloud_to_numpy(next(m for _, m in clouds if stamp_of(m) == stamp_of(pose_msg)))
         assert np.linalg.norm(points.mean(axis=0) - obj.center) < 0.05
 
