@@ -22,6 +22,9 @@ RATE_WINDOW_S = 5.0
 SECTIONS = ("status", "stream", "rationale", "pose", "diagnostics", "history")
 # Segmentation.STATUS_* codes, by name (the page shows the names).
 STATUS_NAMES = {0: "ok", 1: "no object", 2: "parse fallback", 3: "bad input", 4: "error"}
+# Answers that refuse an instruction: shown until the next instruction, as the frames after
+# them are still answered (tracked) for the instruction before.
+REFUSALS = (3, 4)
 
 
 def clip(text: str, limit: int) -> str:
@@ -63,7 +66,8 @@ class ConsoleState:
         self._lock = threading.Lock()
         self._versions = dict.fromkeys(SECTIONS, 0)
         self._history: deque[HistoryEntry] = deque(maxlen=history_size)
-        self._status: dict = {"status": "waiting", "status_text": "no answer from the lens node yet"}
+        self._status: dict = {"status": "waiting", "status_text": "no answer from the lens node yet", "refusal": None}
+        self._refusal: dict | None = None
         self._stream = {"text": "", "partials": 0, "final": False}
         self._rationale = ""
         self._pose: dict | None = None
@@ -82,7 +86,9 @@ class ConsoleState:
                 return  # our own publication coming back through the subscription
             self._history.append(HistoryEntry(text, time.time(), source))
             self._stream = {"text": "", "partials": 0, "final": False}
-            self._bump("history", "stream")
+            self._refusal = None
+            self._status = {**self._status, "refusal": None}
+            self._bump("history", "stream", "status")
         self.on_change("history")
 
     def on_answer(self, answer: Answer) -> None:
@@ -92,6 +98,12 @@ class ConsoleState:
             if answer.tracked:
                 self._tracked_times.append(now)
             reasoning_ms = self._status.get("reasoning_ms", 0.0) if answer.tracked else answer.reasoning_ms
+            if not answer.tracked and answer.status in REFUSALS:
+                self._refusal = {
+                    "status": status,
+                    "status_text": clip(answer.status_text, MAX_SHORT),
+                    "instruction": clip(answer.instruction, MAX_SHORT),
+                }
             self._status = {
                 "status": status,
                 "status_text": clip(answer.status_text, MAX_SHORT),
@@ -103,6 +115,7 @@ class ConsoleState:
                 "label": clip(answer.label, MAX_SHORT),
                 "score": round(float(answer.score), 3),
                 "box": list(answer.box) if answer.box else None,
+                "refusal": self._refusal,
             }
             self._bump("status")
             if not answer.tracked:  # a reasoned answer (or a rejection) closes the instruction

@@ -39,6 +39,8 @@ function badge(id, label) {
 function showStatus(s) {
   badge("status", s.status);
   text("status-text", s.status_text);
+  // The node's words for the last instruction it refused (kept until the next instruction).
+  text("refusal", s.refusal ? s.refusal.status_text : "");
   text("current-instruction", s.instruction);
   text("object", s.label ? `${s.label} (score ${s.score})` + (s.box ? `, box ${s.box.join(" ")}` : "") : "");
   text("reasoning-ms", s.reasoning_ms ? `${s.reasoning_ms} ms` : "");
