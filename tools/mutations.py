@@ -98,7 +98,23 @@ MUTATIONS: list[Mutation] = [
         ),
         "segmenter_backend='onnx' never builds the ONNX segmenter",
     ),
+    Mutation(
+        "prompt-parsed-as-answer",
+        "lens_ros/model/pipeline.py",
+        "        parsed = prompts.parse_answer(text)\n",
+        "        parsed = prompts.parse_answer(expression + text)\n",
+        ("test/reliability/test_bad_input_matrix.py::test_injected_instruction_never_reaches_the_answer_parser",),
+        "the answer parser reads the instruction in front of the completion (an injected box wins)",
+    ),
     # -- node -------------------------------------------------------------------------------
+    Mutation(
+        "error-keeps-stale-track-state",
+        "lens_ros/node.py",
+        "self._track_state, self._state_version = None, -1  # reason afresh next frame",
+        "self._state_version = version  # the failed instruction tracks the previous state",
+        ("test/reliability/test_faults.py::test_node_reports_out_of_memory_and_recovers",),
+        "after a model error the new instruction is tracked with the previous instruction's state",
+    ),
     Mutation(
         "depth-no-points-unsaid",
         "lens_ros/node_outputs.py",

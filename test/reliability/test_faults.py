@@ -94,7 +94,12 @@ def test_node_reports_out_of_memory_and_recovers(launcher, probe, tiny_bundle):
         60,
         "an answer after the out-of-memory error",
     )
-    assert recovered.objects is not None
+    # reasoned afresh for the new instruction (not tracked with the state of the one before),
+    # with the model's own answer and one mask of the camera's size
+    assert not recovered.tracked and recovered.reasoning_ms > 0, "the answer after the error was not reasoned"
+    assert recovered.answer and len(recovered.objects) == 1, (recovered.answer, len(recovered.objects))
+    mask = recovered.objects[0].mask
+    assert (mask.width, mask.height) == (SCENE["width"], SCENE["height"]), (mask.width, mask.height)
 
 
 @pytest.mark.ros
