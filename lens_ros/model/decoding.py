@@ -10,6 +10,8 @@ earlier answers, its counters and the lean decode step built for the text model.
   same loop through the transformers text model; "hf" transformers' ``generate``. Greedy
   results agree. Greedy decoding of one row with ``settings.draft_tokens`` > 0 checks
   drafted tokens (``speculative``) in each step: the same tokens in fewer steps.
+  ``settings.static_cache`` / ``cuda_graph`` run the loop's steps on a preallocated KV cache,
+  optionally replayed as a CUDA graph (``static_decode.StaticDecoder``): the same tokens.
 - The ``Generation`` it returns keeps the KV cache, which the context pass continues.
 """
 
@@ -23,6 +25,7 @@ import torch
 from lens_ros.model.fast_decode import LeanDecoder
 from lens_ros.model.mllm import MLLM, MLLMInputs
 from lens_ros.model.speculative import NgramDrafter, SequenceIndex
+from lens_ros.model.static_decode import StaticDecoder
 
 
 @dataclass
@@ -31,6 +34,10 @@ class GenerationSettings:
 
     draft_tokens: greedy decoding of one row checks up to this many drafted tokens per
     decoder step (``speculative``; the output is the same, 0 turns it off).
+    static_cache: the loop engine's steps write a preallocated KV cache in place
+    (``static_decode``); cuda_graph: that, with each step replayed as a CUDA graph on a
+    CUDA device (elsewhere it runs eagerly and says so). Same tokens; the ``Generation``
+    still holds a transformers cache.
     """
 
     max_new_tokens: int = 256
@@ -39,6 +46,8 @@ class GenerationSettings:
     top_p: float = 0.9
     top_k: int = 50
     draft_tokens: int = 0
+    static_cache: bool = False
+    cuda_graph: bool = False
 
     @classmethod
     def greedy(cls, max_new_tokens: int = 256, draft_tokens: int = 0) -> GenerationSettings:
@@ -76,6 +85,7 @@ class Decoder:
         self.drafter = drafter or NgramDrafter()  # n-grams of this model's earlier greedy answers
         self.stats = DraftStats()
         self._lean: tuple | None = None
+        self._static: dict[bool, StaticDecoder] = {}  # by cuda_graph
 
     @torch.no_grad()
     def generate(
@@ -101,11 +111,13 @@ class Decoder:
             return self._hf(inputs, settings)
         if engine not in ("loop", "loop-hf"):
             raise ValueError(f"engine must be 'loop', 'loop-hf' or 'hf', got {engine!r}")
-        lean = self.lean() if engine == "loop" else None
+        lean = self.decode_step(settings) if engine == "loop" else None
         one_greedy_row = not settings.do_sample and inputs.input_ids.shape[0] == 1 and settings.max_new_tokens > 0
         if lean is not None and settings.draft_tokens > 0 and one_greedy_row:
             return self._speculative(inputs, settings, lean, on_tokens)
         hidden, cache, next_pos = self._prefill(inputs)
+        if lean is not None:
+            cache = lean.begin(cache, inputs.attention_mask, settings.max_new_tokens)
         mask = inputs.attention_mask
         batch = hidden.shape[0]
         finished = torch.zeros(batch, dtype=torch.bool, device=hidden.device)
@@ -141,6 +153,8 @@ class Decoder:
             )
             next_pos = next_pos + 1
         generated = torch.stack(tokens, 1) if tokens else inputs.input_ids[:, :0]
+        if lean is not None:
+            cache = lean.finish(cache)
         return self._finish(torch.cat([inputs.input_ids, generated], 1), inputs, cache)
 
     def _prefill(self, inputs: MLLMInputs):
@@ -156,7 +170,7 @@ class Decoder:
         self,
         inputs: MLLMInputs,
         settings: GenerationSettings,
-        lean: LeanDecoder,
+        lean: LeanDecoder | StaticDecoder,
         on_tokens: Callable[[list[int]], None] | None = None,
     ) -> Generation:
         """Greedy decoding of one row, checking drafted tokens (``speculative``) in each step.
@@ -167,6 +181,7 @@ class Decoder:
         ends as the plain loop leaves it: all but the last generated token.
         """
         hidden, cache, next_pos = self._prefill(inputs)
+        cache = lean.begin(cache, inputs.attention_mask, settings.max_new_tokens)
         embed_layer = self.mllm.model.model.get_input_embeddings()
         eos = set(self.mllm.eos_ids)
         index = SequenceIndex(self.drafter.max_n)
@@ -196,7 +211,7 @@ class Decoder:
         self.stats.add(len(tokens), steps, drafted, accepted)
         self.drafter.learn(inputs.input_ids[0, -self.drafter.max_n :].tolist() + tokens)
         generated = torch.tensor([tokens], dtype=inputs.input_ids.dtype, device=inputs.input_ids.device)
-        return self._finish(torch.cat([inputs.input_ids, generated], 1), inputs, cache)
+        return self._finish(torch.cat([inputs.input_ids, generated], 1), inputs, lean.finish(cache))
 
     def lean(self) -> LeanDecoder | None:
         """The lean decode step for this text model, or None where it does not apply."""
@@ -207,6 +222,16 @@ class Decoder:
         if self._lean is None or self._lean[0] != key or self._lean[1].text_model is not text_model:
             self._lean = (key, LeanDecoder(text_model))
         return self._lean[1]
+
+    def decode_step(self, settings: GenerationSettings) -> LeanDecoder | StaticDecoder | None:
+        """The loop engine's step: the lean step, on a static cache when ``settings`` ask (None: transformers')."""
+        lean = self.lean()
+        if lean is None or not (settings.static_cache or settings.cuda_graph):
+            return lean
+        static = self._static.get(settings.cuda_graph)
+        if static is None or static.source is not lean:
+            static = self._static[settings.cuda_graph] = StaticDecoder(lean, cuda_graph=settings.cuda_graph)
+        return static
 
     def step_mask(self, attention_mask: torch.Tensor) -> dict | None:
         """The mask mapping of a one-token decode step when no prompt row is padded, else None.

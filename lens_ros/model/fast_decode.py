@@ -22,6 +22,11 @@ counter, e.g. after an optimizer step); q and k are rotated together; float32 RM
 ``F.rms_norm``. The concatenated copies cost memory, so they are made only while a
 model's copies stay under ``fuse_max_bytes`` (the embedded model: ~7 MB; not the 3B one).
 
+``LeanDecoder.layers_forward`` is the layer arithmetic alone, with the cache update and the
+attention handed in, so that ``static_decode.StaticDecoder`` runs the same arithmetic on a
+preallocated cache; ``begin``/``finish`` are where a generation's cache is made and handed
+back (here: the prefill's own, unchanged).
+
 ``LeanDecoder.unsupported`` names the first thing it does not handle (sliding-window
 layers, another attention or MLP layout); ``MLLM.generate`` then keeps the transformers
 step. Equality with the transformers step is tested on random tiny models
@@ -151,6 +156,14 @@ class LeanDecoder:
             return causal[None, None]
         return key_mask[:, None, None, :] & causal[None, None]
 
+    def begin(self, cache, attention_mask: torch.Tensor, max_new_tokens: int):
+        """The cache the steps of one generation write to: the prefill's own (it grows)."""
+        return cache
+
+    def finish(self, cache):
+        """The cache a ``Generation`` keeps (the context pass continues it)."""
+        return cache
+
     @torch.no_grad()
     def step(
         self,
@@ -168,11 +181,28 @@ class LeanDecoder:
         (B, L + T) bool, True where a key may be attended (the prompt's attention mask
         followed by ones).
         """
-        b, t = embeds.shape[:2]
-        hd, nq, nkv = self.head_dim, self.num_heads, self.num_kv_heads
+        t = embeds.shape[1]
         cos, sin = self.rotary(embeds, positions)
         mask = self._attention_mask(key_mask, cache.get_seq_length() if t > 1 else 0, t, embeds.device)
-        gqa = nq != nkv
+
+        def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, idx: int) -> torch.Tensor:
+            keys, values = cache.update(k, v, idx)
+            return F.scaled_dot_product_attention(
+                q, keys, values, attn_mask=mask, scale=self.scaling, enable_gqa=self.num_heads != self.num_kv_heads
+            )
+
+        return self.layers_forward(embeds, cos, sin, attend)
+
+    def layers_forward(self, embeds: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend) -> torch.Tensor:
+        """The decoder layers and the final norm on (B, T, C) ``embeds`` -> (B, T, C).
+
+        cos, sin: (B, 1, T, D) rotary tables of the new tokens. ``attend(q, k, v, layer)``
+        with q (B, H, T, D) and the new k, v (B, KV heads, T, D) stores k, v in the cache and
+        returns the attention output (B, H, T, D): how the cache is kept (grown, or a fixed
+        buffer written in place, ``static_decode``) is the caller's.
+        """
+        b, t = embeds.shape[:2]
+        hd, nq, nkv = self.head_dim, self.num_heads, self.num_kv_heads
         x = embeds
         for idx, layer in enumerate(self.layers):
             attn, mlp = layer.self_attn, layer.mlp
@@ -191,8 +221,7 @@ class LeanDecoder:
                 v = F.linear(h, attn.v_proj.weight, attn.v_proj.bias).view(b, t, nkv, hd).transpose(1, 2)
                 q = q * cos + _rotate_half(q) * sin
                 k = k * cos + _rotate_half(k) * sin
-            keys, values = cache.update(k, v, idx)
-            o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scaling, enable_gqa=gqa)
+            o = attend(q, k, v, idx)
             x = x + F.linear(o.transpose(1, 2).reshape(b, t, nq * hd), attn.o_proj.weight, attn.o_proj.bias)
             h = self._norm(layer.post_attention_layernorm, x)
             if self.fused is not None:

@@ -31,6 +31,7 @@ from lens_ros.model.lens import LensModel
 from lens_ros.model.limits import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE
 from lens_ros.model.presets import DEFAULT_PRESET, load_model, resolve_device, resolve_dtype
 from lens_ros.model.segmenter import DecodeOutput, ImageEmbedding
+from lens_ros.model.static_decode import resolve_decode
 from lens_ros.model.types import BadInputError, LensError, SegmentationResult, Timings
 from lens_ros.model.vision_input import check_rgb_image, scale_box
 from lens_ros.regions import mask_box
@@ -50,6 +51,10 @@ class PipelineConfig:
     track_memory: with a SAM 2 segmenter that has its memory modules, ``track`` follows
         the object with SAM 2's video memory (conditioned on the reasoned frame's mask)
         instead of re-prompting each frame.
+    decode: the MLLM's decode steps: "dynamic" (a growing KV cache), "static" (a
+        preallocated one written in place), "graph" (static, each step replayed as a CUDA
+        graph) or "auto" ("graph" on CUDA, "dynamic" elsewhere; ``static_decode.resolve_decode``).
+        The same answer either way.
     """
 
     max_new_tokens: int | None = None
@@ -60,6 +65,7 @@ class PipelineConfig:
     embedding_cache_size: int = 2
     track_memory: bool = True
     draft_tokens: int = 6
+    decode: str = "auto"
 
     def replace(self, **changes) -> PipelineConfig:
         return replace(self, **changes)
@@ -112,6 +118,7 @@ class Pipeline:
         self.dtype = model.mllm.dtype if dtype in (None, "", "auto") else resolve_dtype(dtype, self.device)
         self.model = model.to(self.device).cast(self.dtype).eval()
         self.config = config or PipelineConfig()
+        resolve_decode(self.config.decode, self.device)  # a bad name fails here, not at the first instruction
         self.segmenter = self.model.segmenter
         if segmenter_backend == "onnx":
             from lens_ros.model.onnx_backend import OnnxSegmenter
@@ -212,8 +219,12 @@ class Pipeline:
         timings.preprocess_ms = (time.perf_counter() - t0) * 1000
 
         t0 = time.perf_counter()
-        settings = GenerationSettings.greedy(
-            self.config.max_new_tokens or model.config.max_new_tokens, draft_tokens=self.config.draft_tokens
+        decode = resolve_decode(self.config.decode, self.device)
+        settings = GenerationSettings(
+            max_new_tokens=self.config.max_new_tokens or model.config.max_new_tokens,
+            draft_tokens=self.config.draft_tokens,
+            static_cache=decode != "dynamic",
+            cuda_graph=decode == "graph",
         )
         on_tokens = None
         if on_rationale is not None:
