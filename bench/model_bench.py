@@ -260,21 +260,24 @@ def end_to_end(pipe: Pipeline, count: int, shipped) -> list[dict]:
     decoder = pipe.model.decoder
     decoder.drafter = copy.deepcopy(shipped)
     used = drafts_after_answers(pipe)
-    states = {
-        "lens_ros Pipeline.segment, no drafts (draft_tokens 0)": (0, shipped),
-        "lens_ros Pipeline.segment, drafts from no n-grams": (None, NgramDrafter()),
-        "lens_ros Pipeline.segment, drafts from the bundle's n-grams (default after start-up)": (None, shipped),
-        "lens_ros Pipeline.segment, drafts after 20 more answers": (None, used),
+    default = "lens_ros Pipeline.segment, drafts from the bundle's n-grams (default after start-up)"
+    streamed = "same, rationale streamed to a callback (as the node's ~/rationale_stream)"
+    states = {  # name -> (draft_tokens, drafter, stream the rationale)
+        "lens_ros Pipeline.segment, no drafts (draft_tokens 0)": (0, shipped, False),
+        "lens_ros Pipeline.segment, drafts from no n-grams": (None, NgramDrafter(), False),
+        default: (None, shipped, False),
+        streamed: (None, shipped, True),
+        "lens_ros Pipeline.segment, drafts after 20 more answers": (None, used, False),
     }
     times: dict[str, list[float]] = {"naive": [], **{name: [] for name in states}}
     default_drafts = pipe.config.draft_tokens
     for image, text in scenes:
-        for name, (draft_tokens, drafter) in states.items():
+        for name, (draft_tokens, drafter, stream) in states.items():
             pipe.clear_cache()  # a new frame: no cached embedding
             pipe.config.draft_tokens = default_drafts if draft_tokens is None else draft_tokens
             decoder.drafter = copy.deepcopy(drafter)
             t0 = time.perf_counter()
-            pipe.segment(image, text)
+            pipe.segment(image, text, on_rationale=_stream_like_the_node() if stream else None)
             times[name].append((time.perf_counter() - t0) * 1000)
         t0 = time.perf_counter()
         with torch.no_grad():
@@ -287,7 +290,23 @@ def end_to_end(pipe: Pipeline, count: int, shipped) -> list[dict]:
     for name, values in times.items():
         med = statistics.median(values)
         rows.append({"pipeline": name, "median_ms": med, "speedup_vs_naive": naive_med / med})
+    overhead = statistics.median(a / b for a, b in zip(times[streamed], times[default], strict=True))
+    rows.append({"pipeline": "rationale streaming: streamed / default, median of per-scene ratios", "value": overhead})
     return rows
+
+
+def _stream_like_the_node(period_s: float = 0.05):
+    """The node's ~/rationale_stream callback without ROS: throttle, skip repeats, build the text."""
+    last = [0.0, ""]
+    sent = []
+
+    def publish(text: str) -> None:
+        now = time.monotonic()
+        if text and text != last[1] and now - last[0] >= period_s:
+            last[0], last[1] = now, text
+            sent.append(text[:16384])
+
+    return publish
 
 
 def run(quick: bool, model: str = "lens-tiny") -> dict:
@@ -317,6 +336,9 @@ def run(quick: bool, model: str = "lens-tiny") -> dict:
                 ],
                 "rows": track_rows,
             },
-            "end_to_end (in process)": {"columns": ["pipeline", "median_ms", "speedup_vs_naive"], "rows": e2e_rows},
+            "end_to_end (in process)": {
+                "columns": ["pipeline", "median_ms", "speedup_vs_naive", "value"],
+                "rows": e2e_rows,
+            },
         },
     }

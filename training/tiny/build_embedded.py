@@ -57,7 +57,7 @@ class BuildConfig:
     threads: int = 2
     device: str = "cpu"  # "cuda": pre-training, stage 1 and stage 2 on a GPU (same code, same data)
     workers: int = 0  # data-loader processes for the MLLM pre-training and stages 1/2
-    skip: str = ""  # comma-separated steps to skip: pretrain,stage1,stage2,eval,export
+    skip: str = ""  # comma-separated steps to skip: pretrain,stage1,stage2,baseline,eval,export
     context_norm: int = 1  # 0: the context module without the LayerNorm before proj_to_sam
 
 
@@ -219,11 +219,28 @@ def run_stage1(cfg: BuildConfig, base: Path) -> Path:
     return out / "final"
 
 
+def run_stage1_continuation(cfg: BuildConfig, base: Path, stage1: Path) -> Path:
+    """Stage 1 continued from its result for as long as stage 2 trained: the same-compute
+    baseline that stage 2's gain is measured against."""
+    from dataclasses import replace
+
+    from lens_training.stage1 import train_stage1
+
+    timing = Path(cfg.work) / "stage2" / "minutes.json"
+    minutes = json.loads(timing.read_text())["minutes"] if timing.is_file() else 10.0
+    out = Path(cfg.work) / "stage1_continued"
+    run = replace(stage1_config(cfg, base, out), init_from=str(stage1), max_steps=100_000, max_minutes=minutes)
+    train_stage1(run)
+    return out / "final"
+
+
 def run_stage2(cfg: BuildConfig, base: Path, stage1: Path) -> Path:
     from lens_training.stage2 import train_stage2
 
     out = Path(cfg.work) / "stage2"
+    started = time.time()
     result = train_stage2(stage2_config(cfg, base, stage1, out))
+    (out / "minutes.json").write_text(json.dumps({"minutes": round((time.time() - started) / 60, 2)}))
     (out / "history.json").write_text(json.dumps(result.history, indent=1))
     plot_rewards(result.history, Path(cfg.results).with_suffix(".stage2_rewards.png"))
     return out / "final"
@@ -274,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     stage2 = work / "stage2" / "final"
     if "stage2" not in skip and not stage2.is_dir() and stage1.is_dir():
         run_stage2(cfg, base, stage1)
+    continued = work / "stage1_continued" / "final"
+    if "baseline" not in skip and not continued.is_dir() and stage2.is_dir():
+        run_stage1_continuation(cfg, base, stage1)
     from lens_training.tiny.evaluate_tiny import evaluate_all, export_best
 
     results = None

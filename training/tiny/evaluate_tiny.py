@@ -112,6 +112,9 @@ def evaluate_all(cfg, base: Path, stage1: Path, stage2: Path) -> dict[str, Any]:
     sets = eval_sets(cfg.eval_samples)
     results: dict[str, Any] = {"frame": list(FRAME), "samples_per_split": cfg.eval_samples, "models": {}}
     models = [("stage1", stage1), ("stage2", stage2)]
+    continued = Path(cfg.work) / "stage1_continued" / "final"
+    if continued.is_dir():
+        models.append(("stage1 continued (same compute as stage 2)", continued))
     if getattr(cfg, "compare", ""):
         models.append(("previous bundle", Path(cfg.compare)))
     for name, path in models:
