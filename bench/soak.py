@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from lens_ros.ros_env import configure_dds
 
 INSTRUCTIONS = (
@@ -110,6 +112,24 @@ def run_soak(minutes: float, every: float, model: str, env: dict | None = None) 
     return summarise(samples, outputs, statuses, errors, last_diag, minutes, index, first_output)
 
 
+def rss_slope(samples, outputs, first_output_s, warm_start: float) -> tuple[float | None, float | None]:
+    """Least-squares RSS growth after warm-up: (MiB per minute, KiB per answer published
+    meanwhile). A leak grows with the answers, so it shows in the slope however large the
+    process is; a final percentage hides a slow one behind a large RSS.
+
+    samples: (s since the soak started, RSS MiB); outputs: monotonic times of the answers.
+    """
+    warm = [(t, r) for t, r in samples if t >= warm_start]
+    if len(warm) < 10 or not outputs:
+        return None, None
+    t, r = np.array(warm, dtype=float).T
+    slope_per_s = float(np.polyfit(t, r, 1)[0])
+    soak_start = outputs[0] - first_output_s
+    answers = sum(1 for o in outputs if t[0] <= o - soak_start <= t[-1])
+    rate = answers / (t[-1] - t[0])
+    return slope_per_s * 60.0, (slope_per_s * 1024.0 / rate if rate > 0 else None)
+
+
 def summarise(samples, outputs, statuses, errors, diag, minutes, instructions, first_output_s) -> dict:
     # Warm-up ends 10 s after the first answer: model loading and the first allocations
     # of every code path are not growth.
@@ -119,6 +139,7 @@ def summarise(samples, outputs, statuses, errors, diag, minutes, instructions, f
     final = statistics.median(warm[-max(1, len(warm) // 5) :]) if warm else None
     growth = (final - baseline) / baseline if baseline else None
     duration = (outputs[-1] - outputs[0]) if len(outputs) > 1 else 0.0
+    slope, per_answer = rss_slope(samples, outputs, first_output_s, warm_start)
 
     def number(key: str) -> float | None:
         try:
@@ -145,6 +166,8 @@ def summarise(samples, outputs, statuses, errors, diag, minutes, instructions, f
         "rss_mib_after_warmup": baseline,
         "rss_mib_final": final,
         "rss_growth": growth,
+        "rss_slope_mib_per_min": slope,
+        "rss_kib_per_answer": per_answer,
         "outputs": answered,
         "output_hz": (len(outputs) - 1) / duration if duration else 0.0,
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
@@ -181,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             "rss_mib_after_warmup",
             "rss_mib_final",
             "rss_growth",
+            "rss_slope_mib_per_min",
+            "rss_kib_per_answer",
             "node_frames_received",
             "node_dropped_total",
             "drops_accounted",

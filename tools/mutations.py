@@ -116,6 +116,14 @@ MUTATIONS: list[Mutation] = [
         "after a model error the new instruction is tracked with the previous instruction's state",
     ),
     Mutation(
+        "leak-32k-per-answer",
+        "lens_ros/node.py",
+        '        self.stats.event("published")\n',
+        '        self.stats.event("published")\n        self.__dict__.setdefault("_leak", []).append(b"x" * 32768)\n',
+        ("test/reliability/test_soak.py",),
+        "the node keeps 32 KiB per published answer (~3 GB an hour at camera rate)",
+    ),
+    Mutation(
         "depth-no-points-unsaid",
         "lens_ros/node_outputs.py",
         'answer.depth_status, answer.depth_text = Segmentation.DEPTH_NO_POINTS, f"no pose: {exc}"',

@@ -13,10 +13,11 @@ ROOT = Path(__file__).resolve().parents[2]
 EMBEDDED = ROOT / "lens_ros" / "weights" / "lens-tiny" / "config.json"
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
+MAX_KIB_PER_ANSWER = 16.0
 
 
 @pytest.mark.skipif(not EMBEDDED.is_file(), reason="the embedded lens-tiny weights are not in this checkout")
-def test_one_minute_soak_keeps_memory_flat_and_counts_every_frame(ros_env, tmp_path):
+def test_one_minute_soak_grows_no_memory_per_answer_and_counts_every_frame(ros_env, tmp_path):
     summary_path = tmp_path / "soak.json"
     out = subprocess.run(
         [
@@ -43,6 +44,14 @@ def test_one_minute_soak_keeps_memory_flat_and_counts_every_frame(ros_env, tmp_p
         f"frames unaccounted for: received {summary['node_frames_received']}, "
         f"published {summary['node_published']}, dropped {summary['node_frame_drops']}"
     )
-    assert summary["rss_growth"] is not None and summary["rss_growth"] < 0.05, f"RSS grew {summary['rss_growth']:.1%}"
+    # A leak is memory per answer: the RSS slope fitted after warm-up, per answer published
+    # meanwhile. 32 KiB per answer (~3 GB an hour at camera rate) is a leak; a healthy node
+    # measured 3-6 KiB per answer over a minute (allocator noise and late first allocations).
+    per_answer, per_minute = summary["rss_kib_per_answer"], summary["rss_slope_mib_per_min"]
+    assert per_answer is not None, f"too few RSS samples after warm-up: {summary['rss_samples']}"
+    assert per_answer < MAX_KIB_PER_ANSWER, (
+        f"RSS grows {per_answer:.1f} KiB per answer ({per_minute:.1f} MiB/min) after warm-up, "
+        f"limit {MAX_KIB_PER_ANSWER} KiB: samples {summary['rss_samples']}"
+    )
     assert not summary["errors"], summary["errors"]
     assert out.returncode == 0, out.stderr[-3000:]
