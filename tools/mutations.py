@@ -99,6 +99,14 @@ MUTATIONS: list[Mutation] = [
         "segmenter_backend='onnx' never builds the ONNX segmenter",
     ),
     Mutation(
+        "instruction-ignored",
+        "lens_ros/model/pipeline.py",
+        "        expression = prompts.clean_instruction(instruction)\n",
+        '        expression = prompts.clean_instruction("the cylinder")\n',
+        ("test/ros/test_node_embedded_model.py",),
+        "Pipeline.segment ignores the instruction (always 'the cylinder')",
+    ),
+    Mutation(
         "prompt-parsed-as-answer",
         "lens_ros/model/pipeline.py",
         "        parsed = prompts.parse_answer(text)\n",
