@@ -8,15 +8,20 @@ section runs; the results files are rewritten after every section):
 
 1. bandwidth: device-to-device copy of 2 GiB, GB/s = bytes read + written / time.
 2. mllm: Qwen2.5-VL-3B architecture in bf16 inside lens_ros's ``MLLM``: vision tower,
-   prefill of one 640x480 image + instruction, decode ms/token of our loop engine and of
-   transformers' ``generate`` (64 tokens, EOS ignored), LM weight bytes and the
-   bandwidth floor of one decode step (weight bytes / measured GB/s).
+   prefill of one 640x480 image + instruction, decode ms/token (64 tokens, EOS ignored) of
+   our loop engine on the dynamic cache, on the static cache (``static_decode``), on the
+   static cache with each step replayed as a CUDA graph (eager on a CPU), and of
+   transformers' ``generate``, each as a multiple of the bandwidth floor of one decode step
+   (LM weight bytes / measured GB/s) and checked for the dynamic loop's tokens; one decoder
+   step and lm_head + argmax alone.
 3. sam: SAM ViT-H image encoder at 1024x1024 in fp32 (plain and TF32) and bf16; prompt
    encoder + mask decoder with a box prompt.
 4. pipeline: ``Pipeline.segment`` end to end on a LensModel assembled from those models,
-   each timed call from a fixed speculative-drafter state (empty, or primed with the answer).
+   each timed call from a fixed speculative-drafter state (empty, or primed with the answer),
+   with the dynamic cache and with what ``PipelineConfig.decode`` "auto" picks on CUDA.
 5. onnxruntime: the project's ONNX export of the SAM mask decoder, ORT vs torch, when
-   onnxruntime has the CUDA provider (on a CPU run: the CPU provider).
+   onnxruntime has the CUDA provider (on a CPU run: the CPU provider); a CUDA run without
+   the provider says "NOT MEASURED" and why.
 
 ``--scale tiny`` swaps in a few-layer, narrow version of every model (same code paths,
 same 640x480 image and token counts) so the whole script can be tested on a CPU.
@@ -127,6 +132,14 @@ def bandwidth(b: Bench) -> dict:
     }
 
 
+# The loop engine's decode steps: (row name, GenerationSettings fields).
+DECODE_STEPS = (
+    ("loop, dynamic cache (lean step)", {}),
+    ("loop, static cache", {"static_cache": True}),
+    ("loop, static cache + CUDA graph", {"static_cache": True, "cuda_graph": True}),
+)
+
+
 def mllm_section(b: Bench) -> dict:
     from lens_ros.model.decoding import Decoder, GenerationSettings
 
@@ -137,8 +150,8 @@ def mllm_section(b: Bench) -> dict:
     image_tokens = int(inputs.mm_token_type_ids.sum())
     repeats, gen_repeats = b.repeats(10, 3), b.repeats(3, 2)
 
-    def loop(n: int):
-        return decoder.generate(inputs, GenerationSettings.greedy(n), engine="loop")
+    def loop(n: int, **step):
+        return decoder.generate(inputs, GenerationSettings(max_new_tokens=n, **step), engine="loop")
 
     def hf(n: int):
         model.model.rope_deltas = None  # as Decoder._hf: no state from an earlier call
@@ -156,42 +169,65 @@ def mllm_section(b: Bench) -> dict:
         model.model.rope_deltas = None
         return out
 
+    weight_bytes = unique_bytes([model.model.language_model, model.lm_head])
+    tied = model.lm_head.weight.data_ptr() == model.model.language_model.embed_tokens.weight.data_ptr()
+    floor_ms = weight_bytes / (b.bandwidth_gbps * 1e9) * 1000 if b.bandwidth_gbps else None
+
+    def x_floor(ms: float) -> float | None:
+        return round(ms / floor_ms, 2) if floor_ms else None
+
+    rows = []
     with torch.no_grad():
         log("mllm: vision tower + embeddings")
         vision_ms = median_ms(lambda: mllm.embed(inputs), repeats, b.device)
-        log("mllm: prefill (loop engine, 1 token)")
-        prefill_ms = median_ms(lambda: loop(1), repeats, b.device)
-        log(f"mllm: loop engine, {NEW_TOKENS} tokens")
-        loop_tokens = len(loop(NEW_TOKENS).completion_ids[0])
-        loop_ms = median_ms(lambda: loop(NEW_TOKENS), gen_repeats, b.device, warmup=0)
+        rows.append({"part": f"vision tower + embeddings ({image_tokens} image tokens)", "ms": vision_ms})
+        prefill_ms = None
+        reference: list[int] | None = None
+        for name, step in DECODE_STEPS:
+            log(f"mllm: {name}, 1 and {NEW_TOKENS} tokens")
+            first_ms = median_ms(lambda step=step: loop(1, **step), repeats, b.device)
+            answer = loop(NEW_TOKENS, **step).completion_ids[0]  # also the warm-up (graph capture)
+            total_ms = median_ms(lambda step=step: loop(NEW_TOKENS, **step), gen_repeats, b.device, warmup=0)
+            decode_ms = (total_ms - first_ms) / max(len(answer) - 1, 1)
+            reference = answer if reference is None else reference
+            same = "same tokens as the dynamic loop" if answer == reference else "TOKENS DIFFER from the dynamic loop"
+            detail = f"{len(answer)} tokens; {same}"
+            if step.get("cuda_graph"):
+                graph = decoder.decode_step(GenerationSettings(static_cache=True, cuda_graph=True))
+                detail += f"; graph: {graph.graph_status}"
+            if prefill_ms is None:
+                prefill_ms = first_ms
+                rows.append({"part": "prefill (loop engine: embed + LM + first token)", "ms": prefill_ms})
+            rows += [
+                {"part": f"decode per token, {name}", "ms": decode_ms, "x_floor": x_floor(decode_ms), "value": detail},
+                {"part": f"{name}, {len(answer)} tokens in all", "ms": total_ms},
+            ]
         log(f"mllm: HF generate, 1 and {NEW_TOKENS} tokens")
         hf_prefill_ms = median_ms(lambda: hf(1), gen_repeats, b.device)
         hf_tokens = int(hf(NEW_TOKENS).shape[1] - inputs.input_ids.shape[1])
         hf_ms = median_ms(lambda: hf(NEW_TOKENS), gen_repeats, b.device, warmup=0)
-    decode_ms = (loop_ms - prefill_ms) / max(loop_tokens - 1, 1)
-    hf_decode_ms = (hf_ms - hf_prefill_ms) / max(hf_tokens - 1, 1)
-    weight_bytes = unique_bytes([model.model.language_model, model.lm_head])
-    tied = model.lm_head.weight.data_ptr() == model.model.language_model.embed_tokens.weight.data_ptr()
-    rows = [
-        {"part": f"vision tower + embeddings ({image_tokens} image tokens)", "ms": vision_ms},
-        {"part": "prefill (loop engine: embed + LM + first token)", "ms": prefill_ms},
-        {"part": "decode per token (loop engine)", "ms": decode_ms, "value": f"{loop_tokens} tokens"},
-        {"part": f"loop engine, {loop_tokens} tokens in all", "ms": loop_ms},
-        {"part": "HF generate, 1 token", "ms": hf_prefill_ms},
-        {"part": "decode per token (HF generate)", "ms": hf_decode_ms, "value": f"{hf_tokens} tokens"},
-        {"part": f"HF generate, {hf_tokens} tokens in all", "ms": hf_ms},
+        hf_decode_ms = (hf_ms - hf_prefill_ms) / max(hf_tokens - 1, 1)
+        rows += [
+            {"part": "HF generate, 1 token", "ms": hf_prefill_ms},
+            {
+                "part": "decode per token, HF generate (dynamic cache)",
+                "ms": hf_decode_ms,
+                "x_floor": x_floor(hf_decode_ms),
+                "value": f"{hf_tokens} tokens",
+            },
+            {"part": f"HF generate, {hf_tokens} tokens in all", "ms": hf_ms},
+        ]
+        rows += step_alone_rows(b, decoder, inputs)
+    rows.append(
         {
             "part": "LM weight bytes (decoder layers + norm + lm_head; tied embedding once)",
             "value": f"{weight_bytes / 1e9:.3f} GB (tied: {tied})",
-        },
-    ]
-    if b.bandwidth_gbps:
-        floor_ms = weight_bytes / (b.bandwidth_gbps * 1e9) * 1000
-        rows += [
-            {"part": "bandwidth floor per decode step (weight bytes / copy GB/s)", "ms": floor_ms},
-            {"part": "loop decode / floor", "value": round(decode_ms / floor_ms, 2)},
-            {"part": "HF decode / floor", "value": round(hf_decode_ms / floor_ms, 2)},
-        ]
+        }
+    )
+    if floor_ms:
+        rows.append(
+            {"part": "bandwidth floor per decode step (weight bytes / copy GB/s)", "ms": floor_ms, "x_floor": 1.0}
+        )
     if b.device.type == "cuda":
         rows.append({"part": "CUDA max allocated (MiB)", "value": round(peak_mib(b.device) or 0.0)})
     params_b = sum(p.numel() for p in model.parameters()) / 1e9
@@ -203,9 +239,43 @@ def mllm_section(b: Bench) -> dict:
         "the system prompt and question frame are single tokens, so the text part is shorter than "
         "with Qwen's tokenizer); the config's image/video/vision_start/vision_end ids are its ids, the "
         "vocabulary stays 151936. EOS ignored: loop engine with eos_ids emptied, HF with "
-        "min_new_tokens. Decode per token = (N-token run - 1-token run) / (N - 1)."
+        "min_new_tokens. Greedy, no drafted tokens. Decode per token = (N-token run - 1-token run) / (N - 1); "
+        "x_floor = that / the bandwidth floor (every LM weight read once per token at the measured copy rate). "
+        "The static-cache rows use lens_ros.model.static_decode (GenerationSettings.static_cache / cuda_graph); "
+        "without CUDA the graph row runs the static step eagerly, as its graph status says."
     )
-    return {"note": note, "columns": ["part", "ms", "value"], "rows": rows}
+    return {"note": note, "columns": ["part", "ms", "x_floor", "value"], "rows": rows}
+
+
+def step_alone_rows(b: Bench, decoder, inputs) -> list[dict]:
+    """One decode step without the loop around it: the decoder layers on the static cache, then lm_head + argmax.
+
+    The loop adds the embedding lookup, the token choice and one host read per token (end
+    tokens, streaming); these rows say how much of a token's time is the step itself.
+    """
+    from lens_ros.model.decoding import GenerationSettings
+
+    rows = []
+    for name, graph in (("static cache", False), ("static cache + CUDA graph", True)):
+        step = decoder.decode_step(GenerationSettings(static_cache=True, cuda_graph=graph))
+        _, cache, next_pos = decoder._prefill(inputs)
+        cache = step.begin(cache, inputs.attention_mask, 1)
+        length = cache.length
+        embeds = decoder.mllm.model.model.get_input_embeddings()(inputs.input_ids[:, -1:])
+        positions = next_pos[0]
+
+        def one_step(step=step, cache=cache, embeds=embeds, positions=positions, length=length):
+            cache.length = length  # the same slot every time
+            return step.step(embeds, positions, cache)
+
+        ms = median_ms(one_step, b.repeats(20, 5), b.device, warmup=2)
+        status = f"graph: {step.graph_status}" if graph else ""
+        rows.append({"part": f"one decoder step alone, {name}", "ms": ms, "value": status})
+    hidden = one_step()
+    lm_head = decoder.mllm.model.lm_head
+    head_ms = median_ms(lambda: lm_head(hidden[:, -1]).float().argmax(-1), b.repeats(20, 5), b.device, warmup=2)
+    rows.append({"part": "lm_head + argmax alone (one token)", "ms": head_ms})
+    return rows
 
 
 def sam_section(b: Bench) -> dict:
@@ -282,6 +352,7 @@ def sam_section(b: Bench) -> dict:
 def pipeline_section(b: Bench) -> dict:
     """Pipeline.segment end to end, every timed call starting from the same drafter state."""
     from lens_ros.model.context_module import ContextModuleConfig
+    from lens_ros.model.decoding import GenerationSettings
     from lens_ros.model.lens import LensConfig, LensModel
     from lens_ros.model.pipeline import Pipeline, PipelineConfig
     from lens_ros.model.speculative import NgramDrafter
@@ -306,8 +377,13 @@ def pipeline_section(b: Bench) -> dict:
     rows = []
     # Each call starts from a drafter state set here, never from what the previous call left:
     # "first answer" (an empty drafter) and "repeated answer" (the drafter has seen this answer once).
-    for name, primed in (("first answer (empty drafter)", False), ("repeated answer (drafter saw it once)", True)):
-        log(f"pipeline: Pipeline.segment, {name}")
+    # Decode steps: the dynamic cache, and what "auto" picks on CUDA (the static cache + graph;
+    # on a CPU, where "auto" is the dynamic cache, the static cache eagerly).
+    states = (("first answer (empty drafter)", False), ("repeated answer (drafter saw it once)", True))
+    modes = ("dynamic", "graph" if b.device.type == "cuda" else "static")
+    for (name, primed), decode in ((state, decode) for decode in modes for state in states):
+        log(f"pipeline: Pipeline.segment, decode {decode}, {name}")
+        pipe.config = pipe.config.replace(decode=decode)
         timings = []
         for i in range(repeats + 1):  # the first call is a warm-up
             lens.decoder.drafter = NgramDrafter()
@@ -323,6 +399,7 @@ def pipeline_section(b: Bench) -> dict:
 
         rows.append(
             {
+                "decode": decode,
                 "mode": name,
                 "total_ms": med("total_ms"),
                 "generate_ms": med("generate_ms"),
@@ -338,11 +415,17 @@ def pipeline_section(b: Bench) -> dict:
         "The project's code path: Pipeline.segment on a LensModel assembled from the in-memory Qwen2.5-VL, "
         f"SAM and a random ContextModule, {b.dtype}, {NEW_TOKENS} generated tokens (EOS disabled), embedding "
         "cache cleared before each timed call. Every timed call starts from a drafter state set for it "
-        "(empty, or after one call with the same answer), so the two rows differ only by that state."
+        "(empty, or after one call with the same answer), so the two rows differ only by that state. "
+        "decode: PipelineConfig.decode (dynamic: the growing KV cache; static: lens_ros.model.static_decode; "
+        "graph: static + CUDA graph, what 'auto' picks on CUDA). total_ms is instruction -> first mask."
     )
+    if b.device.type == "cuda":
+        graph = lens.decoder.decode_step(GenerationSettings(static_cache=True, cuda_graph=True))
+        note += f" Graph status after the run: {graph.graph_status}."
     return {
         "note": note,
         "columns": [
+            "decode",
             "mode",
             "total_ms",
             "generate_ms",
@@ -363,8 +446,17 @@ def onnx_section(b: Bench) -> dict:
     from lens_ros.model.onnx_backend import OnnxSegmenter
 
     providers = ort.get_available_providers()
-    if b.device.type == "cuda" and "CUDAExecutionProvider" not in providers:
-        return {"note": f"CUDAExecutionProvider not available (providers: {providers}); onnxruntime {ort.__version__}."}
+    cuda_provider = "CUDAExecutionProvider" in providers
+    if b.device.type == "cuda" and not cuda_provider:
+        return {
+            "note": (
+                f"NOT MEASURED: onnxruntime {ort.__version__} here has no CUDAExecutionProvider (providers: "
+                f"{providers}), i.e. it is the CPU build. Install onnxruntime-gpu (tools/gpu_check.sh installs "
+                "it from a wheel in .whl/ when one is there) to measure the CUDA provider."
+            ),
+            "columns": ["provider", "status"],
+            "rows": [{"provider": "CUDAExecutionProvider", "status": "missing: not measured"}],
+        }
     seg = b.segmenter()
     repeats = b.repeats(10, 3)
     box = torch.tensor([BOX_XYXY], device=b.device)
@@ -377,8 +469,13 @@ def onnx_section(b: Bench) -> dict:
             export_s = time.perf_counter() - start
             torch_ms = median_ms(lambda: seg.decode(emb, boxes=box), repeats, b.device)
             ort_ms = median_ms(lambda: ort_seg.decode(emb, boxes=box), repeats, b.device)
+    where = (
+        "CUDA run with the CUDA provider"
+        if b.device.type == "cuda"
+        else f"CPU run: the CPU provider (CUDAExecutionProvider {'present' if cuda_provider else 'missing'} here)"
+    )
     note = (
-        f"onnxruntime {ort.__version__}, session providers {ort_seg.providers}; export (float32 CPU copy, "
+        f"{where}. onnxruntime {ort.__version__}, session providers {ort_seg.providers}; export (float32 CPU copy, "
         f"includes one CPU encoder pass for the trace) {export_s:.1f} s. Both rows are Segmenter.decode with a "
         "box prompt, upscaling included; the ORT path copies the embedding to host numpy on every call, "
         "as OnnxSegmenter does."

@@ -136,7 +136,6 @@ class StaticDecoder:
         self.captures = 0  # graphs captured since this decoder was made
         self._cache: StaticCache | None = None
         self._graphs: dict[int, _Graph] = {}
-        self._pool = None
         self._weights_key: tuple = ()
         self._cos = self._sin = self._slots = None
 
@@ -261,9 +260,9 @@ class StaticDecoder:
             for _ in range(2):
                 self._forward(graph.embeds, graph.positions, cache)
         torch.cuda.current_stream(embeds.device).wait_stream(stream)
-        if self._pool is None:
-            self._pool = torch.cuda.graph_pool_handle()  # one pool: the graphs never run at once
-        with torch.cuda.graph(graph.graph, pool=self._pool):
+        # Each graph keeps its own memory pool (a step's intermediates are small), so that
+        # replaying them in any order never overwrites another graph's output.
+        with torch.cuda.graph(graph.graph):
             graph.out = self._forward(graph.embeds, graph.positions, cache)
         return graph
 
