@@ -38,7 +38,7 @@ def predict_batch(model: nn.Module, samples: list[Sample], cot: bool, max_new_to
     device = next(model.parameters()).device
     inputs = model.prepare([s.image for s in samples], [s.expression for s in samples], None, cot=cot)
     generation = model.decoder.generate(inputs.mllm, GenerationSettings.greedy(max_new_tokens))
-    query_hidden = model.query_hidden_after_generation(generation, inputs.mllm)
+    query_hidden = model.query_hidden(generation, inputs.mllm)
     prompt_tokens = model.prompt_tokens(query_hidden)
     embeddings = model.encode_images(inputs)
     boxes = []

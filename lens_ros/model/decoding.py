@@ -38,6 +38,8 @@ class GenerationSettings:
     (``static_decode``); cuda_graph: that, with each step replayed as a CUDA graph on a
     CUDA device (elsewhere it runs eagerly and says so). Same tokens; the ``Generation``
     still holds a transformers cache.
+    repetition_penalty: None takes the checkpoint's generation config (``Decoder``), as
+    transformers' ``generate`` does; 1.0 turns it off.
     """
 
     max_new_tokens: int = 256
@@ -48,6 +50,7 @@ class GenerationSettings:
     draft_tokens: int = 0
     static_cache: bool = False
     cuda_graph: bool = False
+    repetition_penalty: float | None = None
 
     @classmethod
     def greedy(cls, max_new_tokens: int = 256, draft_tokens: int = 0) -> GenerationSettings:
@@ -80,12 +83,18 @@ class Generation:
 class Decoder:
     """Generation for one ``MLLM``; keeps the drafter, its counters and the lean step between calls."""
 
-    def __init__(self, mllm: MLLM, drafter: NgramDrafter | None = None) -> None:
+    def __init__(self, mllm: MLLM, drafter: NgramDrafter | None = None, generation_config: dict | None = None) -> None:
+        """``generation_config``: the checkpoint's decoding settings (``mllm.read_generation_config``)."""
         self.mllm = mllm
         self.drafter = drafter or NgramDrafter()  # n-grams of this model's earlier greedy answers
         self.stats = DraftStats()
         self._lean: tuple | None = None
         self._static: dict[bool, StaticDecoder] = {}  # by cuda_graph
+        self.repetition_penalty = float((generation_config or {}).get("repetition_penalty", 1.0))
+
+    def penalty(self, settings: GenerationSettings) -> float:
+        """The repetition penalty of one call: the settings', else the checkpoint's."""
+        return self.repetition_penalty if settings.repetition_penalty is None else float(settings.repetition_penalty)
 
     @torch.no_grad()
     def generate(
@@ -109,6 +118,7 @@ class Decoder:
         """
         if engine == "hf":
             return self._hf(inputs, settings)
+        penalty = self.penalty(settings)
         if engine not in ("loop", "loop-hf"):
             raise ValueError(f"engine must be 'loop', 'loop-hf' or 'hf', got {engine!r}")
         lean = self.decode_step(settings) if engine == "loop" else None
@@ -126,11 +136,14 @@ class Decoder:
         embed_layer = self.mllm.model.model.get_input_embeddings()
         prepared_mask = self.step_mask(mask)
         key_mask = None if bool(mask.all()) else mask.bool()
+        seen = inputs.input_ids  # the repetition penalty sees prompt and completion, as in transformers
         for step in range(settings.max_new_tokens):
-            logits = self.mllm.model.lm_head(hidden[:, -1]).float()
+            logits = penalize_repetitions(self.mllm.model.lm_head(hidden[:, -1]).float(), seen, penalty)
             token = sample_next_token(logits, settings)
             token = torch.where(finished, torch.full_like(token, self.mllm.pad_id), token)
             tokens.append(token)
+            if penalty != 1.0:
+                seen = torch.cat([seen, token[:, None]], 1)
             if on_tokens is not None:
                 on_tokens([int(t[0]) for t in tokens])
             finished |= torch.isin(token, eos)
@@ -187,7 +200,9 @@ class Decoder:
         index = SequenceIndex(self.drafter.max_n)
         index.extend(inputs.input_ids[0].tolist())
         limit = settings.max_new_tokens
-        tokens = [int(self.mllm.model.lm_head(hidden[:, -1]).argmax(-1))]
+        penalty = self.penalty(settings)
+        prompt = inputs.input_ids[0].tolist()
+        tokens = self._greedy_after(hidden[0, -1:], [prompt], penalty)
         steps = drafted = accepted = 0
         while tokens[-1] not in eos and len(tokens) < limit:
             index.extend(tokens[-1:])
@@ -195,7 +210,8 @@ class Decoder:
             fed = torch.tensor([tokens[-1:] + draft], device=hidden.device)
             positions = next_pos[0] + torch.arange(fed.shape[1], device=hidden.device)
             hidden = lean.step(embed_layer(fed), positions, cache)
-            greedy = self.mllm.model.lm_head(hidden[0]).argmax(-1).tolist()  # next token after each fed one
+            seen = [prompt + tokens + draft[:j] for j in range(fed.shape[1])]  # what each fed position follows
+            greedy = self._greedy_after(hidden[0], seen, penalty)  # next token after each fed one
             n_ok = next((j for j, tok in enumerate(draft) if greedy[j] != tok), len(draft))
             new = draft[:n_ok] + [greedy[n_ok]]
             end = next((j + 1 for j, tok in enumerate(new) if tok in eos), len(new))
@@ -212,6 +228,18 @@ class Decoder:
         self.drafter.learn(inputs.input_ids[0, -self.drafter.max_n :].tolist() + tokens)
         generated = torch.tensor([tokens], dtype=inputs.input_ids.dtype, device=inputs.input_ids.device)
         return self._finish(torch.cat([inputs.input_ids, generated], 1), inputs, lean.finish(cache))
+
+    def _greedy_after(self, hidden: torch.Tensor, seen: list[list[int]], penalty: float) -> list[int]:
+        """Greedy next token for each row of ``hidden`` (N, C); row i follows the ids ``seen[i]``."""
+        logits = self.mllm.model.lm_head(hidden)
+        if penalty == 1.0:
+            return logits.argmax(-1).tolist()
+        logits = logits.float()
+        rows = [
+            penalize_repetitions(logits[i : i + 1], torch.tensor([ids], device=logits.device), penalty)
+            for i, ids in enumerate(seen)
+        ]
+        return torch.cat(rows).argmax(-1).tolist()
 
     def lean(self) -> LeanDecoder | None:
         """The lean decode step for this text model, or None where it does not apply."""
@@ -259,6 +287,7 @@ class Decoder:
             max_new_tokens=settings.max_new_tokens,
             eos_token_id=self.mllm.eos_ids,
             pad_token_id=self.mllm.pad_id,
+            repetition_penalty=self.penalty(settings),
             use_cache=True,
             return_dict_in_generate=True,
             **kwargs,
@@ -310,6 +339,16 @@ class DraftStats:
     @property
     def tokens_per_step(self) -> float:
         return (self.tokens - self.generations) / self.steps if self.steps else 0.0
+
+
+def penalize_repetitions(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """transformers' ``RepetitionPenaltyLogitsProcessor``: (B, V) logits, (B, L) ids already in
+    each sequence; their logits are divided by ``penalty`` where positive, multiplied where negative."""
+    if penalty == 1.0:
+        return logits
+    score = logits.gather(-1, seen)
+    score = torch.where(score < 0, score * penalty, score / penalty)
+    return logits.scatter(-1, seen, score)
 
 
 def sample_next_token(logits: torch.Tensor, settings: GenerationSettings) -> torch.Tensor:

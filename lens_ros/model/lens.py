@@ -10,7 +10,16 @@ Data flow for one sample (B rows in a batch, left-padded):
 The queries sit after the completion, so causal attention keeps the completion's token
 log-probabilities unchanged by them: one forward pass gives both what GRPO needs (token
 log-probs of sampled completions) and what the segmentation loss needs (masks).
-At inference the queries run as a continuation of the generation's KV cache.
+
+The mask pass (``LensConfig.mask_pass``) is part of what a checkpoint was trained with:
+    "cache"  models trained by lens_ros (lens-tiny, its bundles): 3D multimodal rotary
+             positions; at inference the queries continue the generation's KV cache.
+    "rerun"  the released LENS checkpoints: prompt + completion + queries run again as one
+             pass with plain 1D positions (the cumulative sum of the attention mask on all
+             three rotary axes), as the official code's forward with ``input_ids=None``
+             gives under the transformers it pins (4.51.3), in inference and both training
+             stages. The generation itself keeps its 3D positions.
+The training forward uses the model's mask pass too, so fine-tuning trains what deploys.
 """
 
 from __future__ import annotations
@@ -46,6 +55,13 @@ class LensConfig:
     # the segmenter is prompted with the MLLM's box as well as the context token (trained
     # so in stages 1/2; LENS itself uses the context token alone)
     box_prompt: bool = False
+    # the pass that reads the context queries: "cache" or "rerun" (module docstring)
+    mask_pass: str = "cache"
+    # a "." after a question that does not end with one (prompts.build_question): lens_ros-
+    # trained models were asked so, the released LENS checkpoints were not
+    question_final_period: bool = True
+    # decoding settings of the checkpoint's generation_config.json (mllm.read_generation_config)
+    generation: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -60,6 +76,9 @@ class LensConfig:
         data["context"] = ContextModuleConfig(**data.get("context", {}))
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+MASK_PASSES = ("cache", "rerun")
 
 
 def build_segmenter(kind: str, config: dict) -> Segmenter:
@@ -117,10 +136,15 @@ class LensModel(nn.Module):
         from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
         self.config = config
+        if config.mask_pass not in MASK_PASSES:
+            raise ValueError(f"mask_pass must be one of {MASK_PASSES}, got {config.mask_pass!r}")
         if qwen_model is None:
             qwen_model = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**config.qwen))
-        self.mllm = MLLM(qwen_model, tokenizer, config.image, config.system_prompt, config.cot)
-        self.decoder = Decoder(self.mllm)  # generation state (drafter, lean step); not a submodule
+        self.mllm = MLLM(
+            qwen_model, tokenizer, config.image, config.system_prompt, config.cot, config.question_final_period
+        )
+        # generation state (drafter, lean step, the checkpoint's decoding settings); not a submodule
+        self.decoder = Decoder(self.mllm, generation_config=config.generation)
         if config.context.hidden_size != self.mllm.hidden_size:
             raise ValueError(f"context hidden_size {config.context.hidden_size} != MLLM hidden {self.mllm.hidden_size}")
         self.context = ContextModule(config.context)
@@ -246,7 +270,7 @@ class LensModel(nn.Module):
         q = self.num_queries
         queries = self.context.queries(b).to(embeds.dtype)
         ids_x, mm_x, mask_x = self._extended(m.input_ids, m.mm_token_type_ids, m.attention_mask, q)
-        pos = self.mllm.position_ids(ids_x, mm_x, m.image_grid_thw, mask_x)
+        pos = self._pass_positions(ids_x, mm_x, m.image_grid_thw, mask_x)
         hidden, _ = self.mllm.run_language_model(torch.cat([embeds, queries], 1), pos, mask_x)
         query_hidden = hidden[:, length:]
         logprobs = None
@@ -258,10 +282,30 @@ class LensModel(nn.Module):
         low, full, ious = self.decode_masks(embeddings, tokens, boxes)
         return LensOutput(query_hidden, tokens, low, full, ious, logprobs, m.completion_mask)
 
-    # -- inference: queries on top of the generation's KV cache ----------------------------
+    def _pass_positions(self, ids_x, mm_x, image_grid_thw, mask_x) -> torch.Tensor:
+        """(3, B, L) rotary positions of a pass over prompt + completion + queries."""
+        if self.config.mask_pass == "rerun":
+            return self.mllm.text_position_ids(mask_x)
+        return self.mllm.position_ids(ids_x, mm_x, image_grid_thw, mask_x)
+
+    # -- inference: the context queries after a generation ---------------------------------
+    @torch.no_grad()
+    def query_hidden(self, gen: Generation, inputs: MLLMInputs) -> torch.Tensor:
+        """(B, Q, C) query hidden states after ``gen`` by the model's mask pass.
+
+        "rerun": prompt + completion + queries as one pass, every token equal to the pad id
+        masked as the official evaluation masks it; "cache": on the generation's KV cache.
+        """
+        if self.config.mask_pass == "rerun":
+            seq = gen.sequences
+            mask = gen.attention_mask.to(seq.device) * (seq != self.mllm.pad_id).to(gen.attention_mask.dtype)
+            return self.query_hidden_full(seq, mask, inputs)
+        return self.query_hidden_after_generation(gen, inputs)
+
     @torch.no_grad()
     def query_hidden_after_generation(self, gen: Generation, inputs: MLLMInputs) -> torch.Tensor:
-        """(B, Q, C) query hidden states, re-using ``gen.cache`` (no re-encoding of the prompt).
+        """(B, Q, C) query hidden states, re-using ``gen.cache`` (no re-encoding of the prompt);
+        the "cache" mask pass.
 
         The cache covers all but the last column of ``gen.sequences``; that column (a real
         token, or padding after an earlier EOS, masked) is fed together with the queries.
@@ -303,7 +347,8 @@ class LensModel(nn.Module):
     def query_hidden_full(
         self, sequences: torch.Tensor, attention_mask: torch.Tensor, inputs: MLLMInputs
     ) -> torch.Tensor:
-        """(B, Q, C) query hidden states by re-running the whole sequence (no cache)."""
+        """(B, Q, C) query hidden states by re-running the whole sequence (no cache), with the
+        positions of the model's mask pass."""
         b, total = sequences.shape
         extra = total - inputs.input_ids.shape[1]
         mm = torch.cat(
@@ -324,7 +369,7 @@ class LensModel(nn.Module):
         embeds = self.mllm.embed(full)
         q = self.num_queries
         ids_x, mm_x, mask_x = self._extended(full.input_ids, full.mm_token_type_ids, full.attention_mask, q)
-        pos = self.mllm.position_ids(ids_x, mm_x, full.image_grid_thw, mask_x)
+        pos = self._pass_positions(ids_x, mm_x, full.image_grid_thw, mask_x)
         queries = self.context.queries(b).to(embeds.dtype)
         hidden, _ = self.mllm.run_language_model(torch.cat([embeds, queries], 1), pos, mask_x)
         return hidden[:, total:]

@@ -11,6 +11,15 @@ Key names, from the official module names:
     sam.*                                   SAM2Base (sam2_hiera_l.yaml), memory modules removed
 The Qwen part is loaded by transformers (which maps its legacy key layout); the rest is
 read from the same shards here.
+
+What the official code does with these weights, and the loaded model does too: the context
+queries are read by a second pass over prompt + completion + queries with plain 1D rotary
+positions (``LensConfig.mask_pass`` "rerun"); the questions are the official templates
+without a period added; ``generation_config.json`` (Qwen2.5-VL's repetition_penalty 1.05)
+applies to decoding; answers may run to 768 new tokens (the evaluations' ``max_length``);
+the ReasonSeg checkpoints see the image resized to a longest side of 640 before
+``smart_resize`` (``image_longest_side``); SAM 2's 1024 px input is resized as in their
+training (``sam_resize``: PIL bilinear for LENS, OpenCV for ReasonSeg).
 """
 
 from __future__ import annotations
@@ -23,13 +32,14 @@ import torch
 from lens_ros.model import prompts
 from lens_ros.model.context_module import ContextModuleConfig
 from lens_ros.model.lens import LensConfig, LensModel
-from lens_ros.model.mllm import ImageConfig, load_qwen, load_tokenizer
+from lens_ros.model.mllm import ImageConfig, load_qwen, load_tokenizer, read_generation_config
 from lens_ros.model.sam2_backend import MEMORY_MODULES, SAM2_CONFIGS, Sam2Config, Sam2Segmenter
 from lens_ros.model.types import ModelFileError
 from lens_ros.model.weights import load_into, load_state_dict_file
 
 CONTEXT_PREFIXES = ("learnable_query", "connector.", "conv_1d.", "proj_to_sam.")
 SAM_PREFIX = "sam."
+RELEASE_MAX_NEW_TOKENS = 768  # the official evaluations generate with max_length=768
 
 
 def is_lens_release(path: str | Path) -> bool:
@@ -82,7 +92,9 @@ def load_lens_release(
     sam2_config: str = SAM2_CONFIGS["hiera_l"],
     sam2_overrides: tuple[str, ...] = (),
     cot: bool = False,
-    max_new_tokens: int = 256,
+    max_new_tokens: int = RELEASE_MAX_NEW_TOKENS,
+    image_longest_side: int = 0,
+    sam_resize: str = "pil",
     sam2_memory_checkpoint: str | Path | None = None,
 ) -> LensModel:
     """A LensModel with the published weights of a LENS release directory.
@@ -93,6 +105,10 @@ def load_lens_release(
     (``sam2_hiera_large.pt``) whose video-memory modules are added, for memory tracking;
     the release itself has none.
     ``cot``: use the CoT question (LENS_ReasonSeg_CoT).
+    ``image_longest_side``: 640 for the ReasonSeg checkpoints (LENS_ReasonSeg, _FT, _CoT),
+    0 (smart_resize alone) for LENS.
+    ``sam_resize``: how SAM 2's input is resized (``sam2_backend.RESIZES``): "pil" as LENS
+    was trained and evaluated, "cv2" for the ReasonSeg checkpoints.
     """
     path = Path(path)
     if not is_lens_release(path):
@@ -106,8 +122,11 @@ def load_lens_release(
     pre = path / "preprocessor_config.json"
     image = ImageConfig.from_preprocessor_config(pre) if pre.is_file() else ImageConfig()
     image.coord_channels = int(qwen.config.vision_config.in_channels) == 5
+    image.longest_side = int(image_longest_side)
     keep_memory = sam2_memory_checkpoint is not None
-    segmenter = Sam2Segmenter(Sam2Config(sam2_config, tuple(sam2_overrides), keep_memory=keep_memory))
+    segmenter = Sam2Segmenter(
+        Sam2Config(sam2_config, tuple(sam2_overrides), keep_memory=keep_memory, resize=sam_resize)
+    )
     config = LensConfig(
         qwen=qwen.config.to_dict(),
         image=image,
@@ -117,6 +136,9 @@ def load_lens_release(
         system_prompt=prompts.LENS_RELEASE_SYSTEM_PROMPT,
         cot=cot,
         max_new_tokens=max_new_tokens,
+        mask_pass="rerun",
+        question_final_period=False,
+        generation=read_generation_config(path),
     )
     model = LensModel(config, tokenizer, qwen_model=qwen, segmenter=segmenter)
     heads = read_prefixed(files, CONTEXT_PREFIXES + (SAM_PREFIX,))

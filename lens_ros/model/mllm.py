@@ -39,6 +39,10 @@ class ImageConfig:
     coord_channels: bool = False
     min_pixels: int = vision_input.QWEN_MIN_PIXELS
     max_pixels: int = vision_input.LENS_MAX_PIXELS
+    # > 0: the image is first resized so that its longest side has this length, then
+    # smart_resize applies (the released ReasonSeg checkpoints: 640, as in their training
+    # and evaluation); 0: smart_resize of the image as it comes
+    longest_side: int = 0
 
     @classmethod
     def from_preprocessor_config(cls, path: str | Path, max_pixels: int | None = None) -> ImageConfig:
@@ -119,6 +123,7 @@ class MLLM(nn.Module):
         image_config: ImageConfig,
         system_prompt: str = prompts.SYSTEM_PROMPT,
         cot: bool = False,
+        question_final_period: bool = True,
     ) -> None:
         super().__init__()
         self.model = model
@@ -126,6 +131,7 @@ class MLLM(nn.Module):
         self.image_config = image_config
         self.system_prompt = system_prompt
         self.cot = cot
+        self.question_final_period = question_final_period
         cfg = model.config
         self.image_token_id = int(cfg.image_token_id)
         self._check_tokenizer()
@@ -175,8 +181,14 @@ class MLLM(nn.Module):
 
     # -- inputs ---------------------------------------------------------------------------
     def pack(self, image: np.ndarray) -> PackedImage:
-        """(H, W, 3) uint8 RGB -> PackedImage (see ``vision_input.pack_image``)."""
+        """(H, W, 3) uint8 RGB -> PackedImage (see ``vision_input.pack_image``).
+
+        ``resized_hw`` is the image the MLLM sees, after the longest-side rule if any; a box in
+        it maps to the original image by ``vision_input.scale_box`` as without the rule.
+        """
         c = self.image_config
+        if c.longest_side > 0:
+            image = resize_longest_side(image, c.longest_side)
         pv, thw, hw = vision_input.pack_image(
             image,
             patch_size=c.patch_size,
@@ -190,7 +202,9 @@ class MLLM(nn.Module):
 
     def prompt_ids(self, expression: str, image: PackedImage, cot: bool | None = None) -> list[int]:
         """Token ids of the chat prompt for one expression (ends with the assistant header)."""
-        question = prompts.build_question(expression, cot=self.cot if cot is None else cot)
+        question = prompts.build_question(
+            expression, cot=self.cot if cot is None else cot, final_period=self.question_final_period
+        )
         text = prompts.render_chat(question, num_image_tokens=image.num_tokens, system=self.system_prompt)
         return self.encode_text(text)
 
@@ -252,6 +266,19 @@ class MLLM(nn.Module):
         )
         return pos
 
+    @staticmethod
+    def text_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+        """(3, B, L) plain 1D rotary positions, the same on all three axes: the cumulative sum
+        of the attention mask (padded positions get 1, as transformers writes them).
+
+        This is what transformers 4.51's Qwen2.5-VL computes for a forward given
+        ``inputs_embeds`` without ``input_ids``, the pass in which the released LENS
+        checkpoints read their context queries (``LensConfig.mask_pass`` "rerun").
+        """
+        pos = attention_mask.long().cumsum(-1) - 1
+        pos = pos.masked_fill(attention_mask == 0, 1)
+        return pos.unsqueeze(0).expand(3, -1, -1)
+
     def run_language_model(
         self,
         inputs_embeds: torch.Tensor,
@@ -291,6 +318,60 @@ class MLLM(nn.Module):
         logits = self.model.lm_head(hidden[b_idx, t_idx - 1]).float()
         logp = torch.log_softmax(logits, dim=-1).gather(-1, input_ids[b_idx, t_idx, None]).squeeze(-1)
         return out.index_put((b_idx, t_idx), logp)
+
+
+def resize_longest_side(image: np.ndarray, longest: int) -> np.ndarray:
+    """Resize so that the longer side is ``longest`` (up or down), as LENS's ``resize_longest``:
+    each side scaled by longest / max(H, W) and truncated, bicubic (PIL's default)."""
+    h, w = image.shape[:2]
+    scale = longest / w if w > h else longest / h
+    return vision_input.resize_rgb(image, max(1, int(h * scale)), max(1, int(w * scale)))
+
+
+# generation_config.json fields that change greedy decoding in transformers' generate besides
+# repetition_penalty (which lens_ros.model.decoding implements): they must be unset.
+GENERATION_UNSUPPORTED = (
+    "no_repeat_ngram_size",
+    "encoder_no_repeat_ngram_size",
+    "bad_words_ids",
+    "min_length",
+    "min_new_tokens",
+    "forced_bos_token_id",
+    "forced_eos_token_id",
+    "suppress_tokens",
+    "begin_suppress_tokens",
+    "sequence_bias",
+    "exponential_decay_length_penalty",
+)
+
+
+def read_generation_config(path: str | Path) -> dict:
+    """The decoding settings of a checkpoint's ``generation_config.json`` that lens_ros honours,
+    as transformers' ``generate`` applies them ({} when the file is absent).
+
+    Sampling fields (do_sample, temperature, top_p, top_k) are not read: deployment decodes
+    greedily and stage 2 samples with LENS's values. A field that would change greedy
+    decoding and is not implemented raises ``ModelFileError``.
+    """
+    path = Path(path) / "generation_config.json"
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(f"{path}: cannot read the generation config ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ModelFileError(f"{path}: not a JSON object")
+    unsupported = [k for k in GENERATION_UNSUPPORTED if data.get(k) not in (None, 0, [], {})]
+    if unsupported:
+        raise ModelFileError(f"{path}: {', '.join(unsupported)} set, which lens_ros's decoding does not implement")
+    out = {}
+    penalty = data.get("repetition_penalty")
+    if penalty is not None:
+        if not isinstance(penalty, (int, float)) or not 0 < float(penalty) <= 10:
+            raise ModelFileError(f"{path}: repetition_penalty must be a number in (0, 10], got {penalty!r}")
+        out["repetition_penalty"] = float(penalty)
+    return out
 
 
 def load_tokenizer(path: str | Path):

@@ -237,7 +237,7 @@ class Pipeline:
         timings.num_generated_tokens = len(gen.completion_ids[0])
 
         t0 = time.perf_counter()
-        query_hidden = model.query_hidden_after_generation(gen, inputs.mllm)
+        query_hidden = model.query_hidden(gen, inputs.mllm)
         prompt_tokens = model.prompt_tokens(query_hidden)
         timings.context_ms = (time.perf_counter() - t0) * 1000
         emb, timings.encoder_ms = self.encode_image(image)

@@ -141,7 +141,7 @@ def load_model(
 ):
     """A LensModel (eval mode) from a preset name, bundle directory or LENS release directory."""
     from lens_ros.model.bundle import is_bundle, load_bundle
-    from lens_ros.model.lens_release import is_lens_release, load_lens_release
+    from lens_ros.model.lens_release import RELEASE_MAX_NEW_TOKENS, is_lens_release, load_lens_release
 
     model_dir = Path(model_dir) if model_dir else None
     path = Path(spec)
@@ -172,7 +172,9 @@ def load_model(
             device=device,
             sam2_config=str(data.get("sam2_config", "configs/sam2/sam2_hiera_l.yaml")),
             cot=bool(data.get("cot", False)),
-            max_new_tokens=int(data.get("max_new_tokens", 256)),
+            max_new_tokens=int(data.get("max_new_tokens", RELEASE_MAX_NEW_TOKENS)),
+            image_longest_side=int(data.get("image_longest_side") or 0),
+            sam_resize=str(data.get("sam_resize", "pil")),
             sam2_memory_checkpoint=(
                 _fill(str(data["sam2_memory_checkpoint"]), model_dir, preset.name)
                 if data.get("sam2_memory_checkpoint")
@@ -188,7 +190,7 @@ def _load_components(preset: Preset, model_dir: Path | None, device, dtype: torc
     """Qwen2.5-VL dir + official SAM/SAM 2 checkpoint + trained context-module safetensors."""
     from lens_ros.model.context_module import ContextModuleConfig
     from lens_ros.model.lens import LensConfig, LensModel
-    from lens_ros.model.mllm import ImageConfig, load_qwen, load_tokenizer
+    from lens_ros.model.mllm import ImageConfig, load_qwen, load_tokenizer, read_generation_config
     from lens_ros.model.weights import load_into, load_state_dict_file
 
     data, name = preset.data, preset.name
@@ -224,6 +226,7 @@ def _load_components(preset: Preset, model_dir: Path | None, device, dtype: torc
         segmenter=segmenter.config.to_dict(),
         cot=bool(data.get("cot", False)),
         max_new_tokens=int(data.get("max_new_tokens", 256)),
+        generation=read_generation_config(qwen_dir),  # Qwen2.5-VL-Instruct's repetition_penalty
     )
     model = LensModel(config, tokenizer, qwen_model=qwen, segmenter=segmenter)
     ctx_path = _fill(str(data["context_weights"]), model_dir, name)

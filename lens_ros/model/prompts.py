@@ -96,14 +96,17 @@ def clean_instruction(instruction: str, max_chars: int = MAX_INSTRUCTION_CHARS) 
     return text
 
 
-def build_question(expression: str, *, cot: bool = False) -> str:
+def build_question(expression: str, *, cot: bool = False, final_period: bool = True) -> str:
     """The user question for one referring expression (no image tokens).
 
-    As in the official data pipeline a final period is added when missing.
+    ``final_period``: add a "." when the question does not end with one (only the CoT
+    template ends otherwise, with "</answer>"). Models trained by lens_ros (lens-tiny and its
+    bundles) were asked with it; the released LENS checkpoints were trained and evaluated
+    with the templates as they are (``LensConfig.question_final_period``).
     """
     template = COT_QUESTION_TEMPLATE if cot else QUESTION_TEMPLATE
     question = template.format(expression=expression)
-    if not question.endswith("."):
+    if final_period and not question.endswith("."):
         question += "."
     return question
 

@@ -32,6 +32,13 @@ SAM2_CONFIGS: dict[str, str] = {
 }
 MEMORY_MODULES = ("memory_attention", "memory_encoder", "maskmem_tpos_enc")
 
+# Input resizes: "torch" SAM 2's own transforms (bilinear on float pixels); "pil" PIL's
+# bilinear on uint8 (LENS's RefCOCO training and evaluation: torchvision's resize of a PIL
+# image); "cv2" OpenCV's INTER_LINEAR on uint8 (LENS's ReasonSeg training and evaluation).
+RESIZES = ("torch", "pil", "cv2")
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+
 # A very small SAM 2 for tests and smoke runs: Hiera with one block per stage, width 16,
 # 256 px input. The prompt width stays 256 (SAM 2 ties it to the memory width).
 TINY_SAM2_OVERRIDES: tuple[str, ...] = (
@@ -57,6 +64,9 @@ class Sam2Config:
     overrides: tuple[str, ...] = ()
     keep_memory: bool = False
     apply_postprocessing: bool = True  # build_sam2's dynamic multimask fallback
+    # how the input is resized to image_size x image_size (RESIZES); a trained model's masks
+    # depend on it at their borders
+    resize: str = "torch"
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -98,6 +108,8 @@ class Sam2Segmenter(Segmenter):
         from sam2.utils.transforms import SAM2Transforms
 
         self.config = config or Sam2Config()
+        if self.config.resize not in RESIZES:
+            raise ValueError(f"SAM 2 input resize must be one of {RESIZES}, got {self.config.resize!r}")
         self.sam = build_sam2_model(self.config)
         self.image_size = int(self.sam.image_size)
         self.prompt_dim = int(self.sam.sam_prompt_encoder.embed_dim)
@@ -135,7 +147,21 @@ class Sam2Segmenter(Segmenter):
 
     # -- encoder --------------------------------------------------------------------------
     def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
-        return self.transforms(image), (self.image_size, self.image_size)
+        s = self.image_size
+        if self.config.resize == "torch":
+            return self.transforms(image), (s, s)
+        if self.config.resize == "pil":
+            from PIL import Image
+
+            resized = np.asarray(Image.fromarray(image).resize((s, s), Image.Resampling.BILINEAR))
+        else:
+            import cv2
+
+            resized = cv2.resize(image, (s, s), interpolation=cv2.INTER_LINEAR)
+        pixels = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float()
+        mean = torch.tensor(PIXEL_MEAN).view(3, 1, 1)
+        std = torch.tensor(PIXEL_STD).view(3, 1, 1)
+        return (pixels - mean) / std, (s, s)
 
     def encode_batch(
         self, images: torch.Tensor, original_sizes: list[tuple[int, int]], input_sizes: list[tuple[int, int]]
