@@ -23,6 +23,7 @@ SUITES = {
     "ros": "bench.ros_bench",
     "transport": "bench.transport",
     "training": "bench.training_bench",
+    "console": "bench.console_bench",
 }
 
 

@@ -33,7 +33,7 @@ class ConsoleConfig:
     allowed_origins: str = _setting(
         "", "Comma-separated extra WebSocket origins (scheme://host:port) besides the page's own"
     )
-    max_fps: float = _setting(15.0, "Overlay frames sent to each browser per second at most", 0.5, 60.0)
+    max_fps: float = _setting(10.0, "Overlay frames sent to each browser per second at most", 0.5, 60.0)
     jpeg_quality: int = _setting(80, "JPEG quality of the overlay", 10, 100)
     max_instruction_length: int = _setting(
         NodeConfig.max_instruction_length,
