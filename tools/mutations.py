@@ -99,6 +99,17 @@ MUTATIONS: list[Mutation] = [
         "segmenter_backend='onnx' never builds the ONNX segmenter",
     ),
     Mutation(
+        "masks-ignore-instruction",
+        "lens_ros/model/lens.py",
+        "            out = self.segmenter.decode(emb, prompt_tokens=prompt_tokens[i : i + 1], boxes=box)\n",
+        "            out = self.segmenter.decode(emb, prompt_tokens=torch.zeros_like(prompt_tokens[i : i + 1]))\n",
+        (
+            "test/training/test_tiny_bundle.py::test_bundle_masks_follow_the_instruction_on_fresh_heldout_scenes",
+            "test/training/test_tiny_bundle.py::test_bundle_beats_twice_a_random_object_on_fresh_heldout_scenes",
+        ),
+        "masks no longer depend on the instruction (box dropped, prompt token zeroed)",
+    ),
+    Mutation(
         "instruction-ignored",
         "lens_ros/model/pipeline.py",
         "        expression = prompts.clean_instruction(instruction)\n",
