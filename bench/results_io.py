@@ -57,6 +57,7 @@ def machine_slug(desc: dict) -> str:
 
 
 def _git_commit() -> str | None:
+    """The checkout's commit; LENS_COMMIT where the tree was copied without its git directory."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -65,9 +66,9 @@ def _git_commit() -> str | None:
             cwd=Path(__file__).parent,
             timeout=5,
         )
-        return out.stdout.strip() or None
+        return out.stdout.strip() or os.environ.get("LENS_COMMIT") or None
     except (OSError, subprocess.SubprocessError):
-        return None
+        return os.environ.get("LENS_COMMIT") or None
 
 
 def markdown_table(rows: list[dict], columns: list[str]) -> str:
