@@ -1,8 +1,10 @@
 """The console's rclpy node: the lens node's outputs into ``ConsoleState``, instructions out.
 
-Callbacks only copy a few fields into the state. The overlay is taken serialized
-(``raw=True``): a 640x480 rgb8 frame is deserialized and JPEG-encoded only when a browser
-is about to be sent one (at most ``max_fps``), not for each of the camera's frames.
+Callbacks only copy a few fields into the state. The target pose is read from
+``~/segmentation`` (each answer carries it): a ``~/target_pose`` subscription would add one
+message a frame to this process. The overlay is taken serialized (``raw=True``): a 640x480
+rgb8 frame is deserialized and JPEG-encoded only when a browser is about to be sent one (at
+most ``max_fps``), not for each of the camera's frames.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import threading
 
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import Image
@@ -24,7 +25,7 @@ from lens_ros.node_inputs import clean_instruction
 
 NODE_NAME = "lens_console"
 # The lens node's private output topics (lens_ros/node.py), under its name.
-OUTPUTS = ("overlay", "segmentation", "rationale", "rationale_stream", "target_pose")
+OUTPUTS = ("overlay", "segmentation", "rationale", "rationale_stream")
 DIAGNOSTICS_TOPIC = "/diagnostics"
 
 
@@ -47,7 +48,6 @@ class ConsoleBridge(Node):
         self.create_subscription(Segmentation, output_topic(lens, "segmentation"), self._on_segmentation, 10)
         self.create_subscription(String, output_topic(lens, "rationale"), self._on_rationale, latched_qos())
         self.create_subscription(String, output_topic(lens, "rationale_stream"), self._on_stream, 10)
-        self.create_subscription(PoseStamped, output_topic(lens, "target_pose"), self._on_pose, 10)
         self.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, self._on_diagnostics, 10)
         self._diagnostics_prefix = f"{lens.strip('/').split('/')[-1]}:"
 
@@ -86,6 +86,8 @@ class ConsoleBridge(Node):
                 box=box,
             )
         )
+        if first is not None and first.has_pose:
+            self._on_pose(msg.header.frame_id, first.pose)
 
     def _on_rationale(self, msg: String) -> None:
         self.state.on_rationale(msg.data)
@@ -93,9 +95,9 @@ class ConsoleBridge(Node):
     def _on_stream(self, msg: String) -> None:
         self.state.on_rationale_partial(msg.data)
 
-    def _on_pose(self, msg: PoseStamped) -> None:
-        p, q = msg.pose.position, msg.pose.orientation
-        self.state.on_pose(msg.header.frame_id, (p.x, p.y, p.z), (q.x, q.y, q.z, q.w))
+    def _on_pose(self, frame_id: str, pose) -> None:
+        p, q = pose.position, pose.orientation
+        self.state.on_pose(frame_id, (p.x, p.y, p.z), (q.x, q.y, q.z, q.w))
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:

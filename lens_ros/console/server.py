@@ -32,6 +32,9 @@ from lens_ros.console.config import ConsoleConfig, is_loopback
 from lens_ros.console.state import ConsoleState
 
 MIN_INSTRUCTION_INTERVAL_S = 0.25  # per tab: typing is slower; a script flooding the topic is refused
+# Per tab: the state changes with every tracked frame (30 Hz); what changed meanwhile goes in
+# one message, at most 25 a second (the rationale still streams in steps a reader follows).
+MIN_UPDATE_INTERVAL_S = 0.04
 
 
 class Client:
@@ -199,6 +202,7 @@ class ConsoleServer:
                 if jpeg is not None and jpeg[0] != frame_seq:
                     frame_seq = jpeg[0]
                     await client.ws.send_bytes(jpeg[1])
+                await asyncio.sleep(MIN_UPDATE_INTERVAL_S)
         except (ConnectionError, RuntimeError):
             pass  # the tab went away while we were writing to it
 

@@ -172,16 +172,10 @@ class ConsoleState:
     def sections(self, since: dict[str, int] | None = None) -> tuple[dict, dict[str, int]]:
         """(sections changed since ``since``, their versions now); all sections when ``since`` is None."""
         with self._lock:
-            values = {
-                "status": self._status,
-                "stream": self._stream,
-                "rationale": self._rationale,
-                "pose": self._pose,
-                "diagnostics": self._diagnostics,
-                "history": [asdict(e) for e in self._history],
-            }
             versions = dict(self._versions)
-        changed = {k: v for k, v in values.items() if since is None or since.get(k, -1) != versions[k]}
+            changed = {
+                name: self._section(name) for name in SECTIONS if since is None or since.get(name, -1) != versions[name]
+            }
         return changed, versions
 
     def latest_overlay(self) -> tuple[int, object] | None:
@@ -189,6 +183,19 @@ class ConsoleState:
             return self._overlay
 
     # -- internals --------------------------------------------------------------------
+    def _section(self, name: str):
+        """One section's value (under the lock). The dicts are replaced on change, never
+        modified, so they can be serialized after the lock is released; history is copied."""
+        if name == "history":
+            return [asdict(e) for e in self._history]
+        return {
+            "status": self._status,
+            "stream": self._stream,
+            "rationale": self._rationale,
+            "pose": self._pose,
+            "diagnostics": self._diagnostics,
+        }[name]
+
     def _bump(self, *names: str) -> None:
         for name in names:
             self._versions[name] += 1

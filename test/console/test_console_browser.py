@@ -122,6 +122,10 @@ def test_console_page_drives_the_node_and_shows_its_answers(launcher, probe):
                 sync_api.expect(entry.locator(".answer")).to_have_text(answered.answer)
                 sync_api.expect(tab.locator("#rationale")).to_have_text(final)
             sync_api.expect(other.locator("#current-instruction")).to_have_text(instruction)
+            posed = probe.spin_until(
+                lambda: [m for _, m in segs if m.objects and m.objects[0].has_pose], 20, "an answer with a pose"
+            )[0]  # the sim camera's depth gives one (a frame whose depth came late has none)
+            sync_api.expect(page.locator("#pose")).to_contain_text(f" m in {posed.header.frame_id}")
             screenshot = page.screenshot(type="png")
             assert screenshot.startswith(b"\x89PNG")
             if os.environ.get("LENS_CONSOLE_SCREENSHOT"):
