@@ -8,6 +8,8 @@ import logging
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from lens_ros.model.decoding import GenerationSettings
 from lens_ros.model.fast_decode import LeanDecoder
@@ -200,3 +202,44 @@ def test_pipeline_decode_option_gives_the_same_answer_and_mask(tiny_model, scene
     assert np.array_equal(results[decode].masks, results["dynamic"].masks)
     with pytest.raises(ValueError, match="decode must be one of"):
         Pipeline(copy.deepcopy(tiny_model), config=PipelineConfig(decode="fastest"))
+
+
+class _KernelLog(TorchDispatchMode):
+    """Every operator a piece of code runs, with the shapes of what it returns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, tuple]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        shapes = tuple(tuple(t.shape) for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor))
+        self.calls.append((str(func), shapes))
+        return out
+
+
+@pytest.mark.parametrize("t", [1, 3])
+def test_the_graph_step_runs_the_same_kernels_at_every_length_and_reads_nothing_back(model, t):
+    """A CUDA graph replays the kernels, shapes and host values seen when it was captured: the step
+    must run the same operators on the same shapes whatever the cache length, and never read a
+    device value on the host (item/int/bool: aten._local_scalar_dense) nor make a shape from one."""
+    inputs = model.prepare(_images()[:2], EXPRESSIONS).mllm
+    static = model.decoder.decode_step(_settings(8, static=True, graph=True))
+    emb = model.mllm.model.model.get_input_embeddings()
+    logs = []
+    with torch.no_grad():
+        _, dyn_cache, pos = _prefill(model, inputs)
+        cache = static.begin(dyn_cache, inputs.attention_mask, max_new_tokens=8)
+        embeds = emb(torch.tensor([[7, 9, 11][:t]] * 2))
+        length = cache.length
+        for extra in (5, 0):  # two cache lengths, told by the device scalar alone (as a replay would)
+            cache.length_t.fill_(length + extra)
+            with _KernelLog() as log:
+                static._forward(embeds, pos + extra + torch.arange(t), cache)
+            logs.append(log.calls)
+            if extra:
+                written = cache.keys[0][:, :, length : length + extra + t].abs().sum(dim=(1, 3)) != 0
+                assert not written[:, :extra].any() and written[:, extra:].all(), "writes must follow length_t"
+    assert logs[0] == logs[1], "the step's operators or shapes depend on the cache length"
+    host_reads = [name for name, _ in logs[0] if "_local_scalar_dense" in name or "nonzero" in name]
+    assert not host_reads, f"the step reads device values on the host: {host_reads}"
