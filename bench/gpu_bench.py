@@ -18,7 +18,7 @@ section runs; the results files are rewritten after every section):
    encoder + mask decoder with a box prompt.
 4. pipeline: ``Pipeline.segment`` end to end on a LensModel assembled from those models,
    each timed call from a fixed speculative-drafter state (empty, or primed with the answer),
-   with the dynamic cache and with what ``PipelineConfig.decode`` "auto" picks on CUDA.
+   with the dynamic cache and with the static cache + CUDA graph (``PipelineConfig.decode``).
 5. onnxruntime: the project's ONNX export of the SAM mask decoder, ORT vs torch, when
    onnxruntime has the CUDA provider (on a CPU run: the CPU provider); a CUDA run without
    the provider says "NOT MEASURED" and why.
@@ -377,8 +377,8 @@ def pipeline_section(b: Bench) -> dict:
     rows = []
     # Each call starts from a drafter state set here, never from what the previous call left:
     # "first answer" (an empty drafter) and "repeated answer" (the drafter has seen this answer once).
-    # Decode steps: the dynamic cache, and what "auto" picks on CUDA (the static cache + graph;
-    # on a CPU, where "auto" is the dynamic cache, the static cache eagerly).
+    # Decode steps: the dynamic cache, and the static cache + CUDA graph (on a CPU: the static
+    # cache eagerly); what this measures decides whether "auto" picks the graph on CUDA.
     states = (("first answer (empty drafter)", False), ("repeated answer (drafter saw it once)", True))
     modes = ("dynamic", "graph" if b.device.type == "cuda" else "static")
     for (name, primed), decode in ((state, decode) for decode in modes for state in states):

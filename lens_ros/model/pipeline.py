@@ -53,7 +53,7 @@ class PipelineConfig:
         instead of re-prompting each frame.
     decode: the MLLM's decode steps: "dynamic" (a growing KV cache), "static" (a
         preallocated one written in place), "graph" (static, each step replayed as a CUDA
-        graph) or "auto" ("graph" on CUDA, "dynamic" elsewhere; ``static_decode.resolve_decode``).
+        graph) or "auto" ("dynamic" until the graph is measured on a GPU; ``static_decode.resolve_decode``).
         The same answer either way.
     """
 

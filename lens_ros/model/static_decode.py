@@ -50,15 +50,17 @@ CAPACITY_STEP = 256  # buffers are sized in steps of this many tokens, so most p
 
 
 def resolve_decode(decode: str, device: torch.device | str) -> str:
-    """The decode mode to run: "dynamic", "static" or "graph"; "auto" is "graph" on CUDA, else "dynamic".
+    """The decode mode to run: "dynamic", "static" or "graph"; "auto" is "dynamic" everywhere.
 
     On a CPU the static cache only adds the attention over the buffer's unused tail and the
-    copies in and out; a CUDA graph needs a CUDA device.
+    copies in and out; a CUDA graph needs a CUDA device. "auto" becomes "graph" on CUDA once
+    bench/gpu_bench.py has measured it there (static_decode_check: same answers and masks,
+    decode time against the bandwidth floor); until then the graph is opt-in.
     """
     if decode not in DECODE_MODES:
         raise ValueError(f"decode must be one of {', '.join(DECODE_MODES)}, got {decode!r}")
     if decode == "auto":
-        return "graph" if torch.device(device).type == "cuda" else "dynamic"
+        return "dynamic"
     return decode
 
 

@@ -165,9 +165,10 @@ def test_cuda_graph_without_cuda_runs_eagerly_says_so_and_answers_the_same(model
     _check_same_generation(model, inputs, dynamic, again)
 
 
-def test_resolve_decode_picks_the_graph_on_cuda_only():
+def test_resolve_decode_keeps_the_measured_path_by_default():
     assert resolve_decode("auto", "cpu") == "dynamic"
-    assert resolve_decode("auto", torch.device("cuda")) == "graph"
+    assert resolve_decode("auto", torch.device("cuda")) == "dynamic"  # the graph is opt-in until measured on a GPU
+    assert resolve_decode("graph", torch.device("cuda")) == "graph"
     assert resolve_decode("static", "cpu") == "static"
     with pytest.raises(ValueError, match="decode must be one of"):
         resolve_decode("fast", "cpu")
