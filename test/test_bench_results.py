@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from bench.results_io import machine_description, markdown_table, write_results
+from bench.results_io import machine_description, machine_slug, markdown_table, write_results
 
 
 def test_results_files_name_the_machine_and_hold_every_row(tmp_path):
@@ -19,6 +19,7 @@ def test_results_files_name_the_machine_and_hold_every_row(tmp_path):
     }
     json_path, md_path = write_results(suites, "quick", out_dir=tmp_path)
     assert json_path.parent == tmp_path and json_path.name.endswith("-quick.json")
+    assert json_path.name.startswith(machine_slug(machine_description()) + "-"), json_path.name
     payload = json.loads(json_path.read_text())
     assert payload["machine"]["cores"] >= 1 and payload["machine"]["cpu"]
     assert payload["suites"]["transport"]["rows"][1]["median_ms"] == 6.5

@@ -59,6 +59,25 @@ def test_gradient_accumulation_equals_the_bigger_batch(tmp_path):
     torch.testing.assert_close(acc.head.weight, big.head.weight, rtol=0, atol=1e-6)
 
 
+def test_accumulated_gradient_is_the_bigger_batch_gradient(tmp_path):
+    # Adam's first step hardly depends on the gradient's scale, so the weights above cannot
+    # tell a sum of micro-batch gradients from their mean: compare the gradients themselves.
+    def head_gradient(cfg):
+        torch.manual_seed(0)
+        objective = ToyObjective()
+        objective.dropout.p = 0.0
+        grads = []
+        objective.head.weight.register_hook(lambda g: grads.append(g.detach().clone()))
+        device, ctx = setup_process(cfg)
+        train(cfg, objective, toy_dataset(), device, ctx, "toy")
+        return torch.stack(grads).sum(0)
+
+    big = head_gradient(_cfg(tmp_path, "big3", batch_size=4, grad_accum=1, max_steps=1))
+    acc = head_gradient(_cfg(tmp_path, "acc3", batch_size=2, grad_accum=2, max_steps=1))
+    assert big.abs().max() > 0
+    torch.testing.assert_close(acc, big, rtol=1e-5, atol=1e-7)
+
+
 class _Killed(Exception):
     pass
 
