@@ -396,6 +396,22 @@ MUTATIONS: list[Mutation] = [
         ("test/ros/test_node_inputs.py::test_lifecycle_node_loads_the_model_on_activate_and_frees_it_on_deactivate",),
         "a deactivated lifecycle node keeps its model loaded",
     ),
+    Mutation(
+        "lean-norm-eps",
+        "lens_ros/model/fast_decode.py",
+        "            return F.rms_norm(x, module.weight.shape, module.weight, module.variance_epsilon)\n",
+        "            return F.rms_norm(x, module.weight.shape, module.weight, 1.0)\n",
+        ("test/model/test_fast_decode.py::test_lean_step_equals_the_transformers_step",),
+        "the lean decode step's RMSNorm uses another epsilon than the model's",
+    ),
+    Mutation(
+        "conv-bias-random",
+        "lens_ros/model/context_module.py",
+        "        nn.init.zeros_(self.conv_1d.bias)\n",
+        "        nn.init.normal_(self.conv_1d.bias)\n",
+        ("test/model/test_loading.py::test_context_module_uses_official_names_and_shapes",),
+        "the context module's Conv1d bias is not initialised to 0 as in LENS",
+    ),
 ]
 
 
