@@ -412,6 +412,14 @@ MUTATIONS: list[Mutation] = [
         ("test/model/test_loading.py::test_context_module_uses_official_names_and_shapes",),
         "the context module's Conv1d bias is not initialised to 0 as in LENS",
     ),
+    Mutation(
+        "queries-before-sequence",
+        "lens_ros/model/lens.py",
+        "m.image_grid_thw, mask_x)\n        hidden, _ = self.mllm.run_language_model(torch.cat([embeds, queries], 1)",
+        "m.image_grid_thw, mask_x)\n        hidden, _ = self.mllm.run_language_model(torch.cat([queries, embeds], 1)",
+        ("test/model/test_lens_model.py::test_queries_follow_the_completion_and_do_not_change_it",),
+        "the context queries run in front of prompt + completion (the answer then attends to them)",
+    ),
 ]
 
 
