@@ -420,6 +420,14 @@ MUTATIONS: list[Mutation] = [
         ("test/model/test_lens_model.py::test_queries_follow_the_completion_and_do_not_change_it",),
         "the context queries run in front of prompt + completion (the answer then attends to them)",
     ),
+    Mutation(
+        "roi-width-off-by-one",
+        "lens_ros/messages.py",
+        "RegionOfInterest(x_offset=x1, y_offset=y1, width=max(0, x2 - x1)",
+        "RegionOfInterest(x_offset=x1, y_offset=y1, width=max(0, x2 - x1 + 1)",
+        ("test/ros/test_node_behaviour.py::test_instruction_gives_segmentation_stamped_like_the_image",),
+        "the published box is one pixel wider than the mask's",
+    ),
 ]
 
 
