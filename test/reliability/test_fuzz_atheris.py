@@ -7,6 +7,7 @@ plant a bug in each target and check that the harness reports it with a crash fi
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -30,9 +31,14 @@ def needs(target: str) -> None:
 
 
 def fuzz(target: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    """Run one target; libFuzzer's report (stderr) and atheris' Python traceback (stdout) end up in .stdout."""
+    """Run one target; libFuzzer's report (stderr) and atheris' Python traceback (stdout) end up in .stdout.
+
+    libFuzzer reads the process's peak RSS, which a forked child inherits from this pytest
+    process (models loaded by earlier tests): the fuzzed code's budget is 2 GiB on top of it.
+    """
+    inherited_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     return subprocess.run(
-        [sys.executable, str(TARGETS), target, *args],
+        [sys.executable, str(TARGETS), target, f"-rss_limit_mb={inherited_mb + 2048}", *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

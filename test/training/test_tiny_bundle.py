@@ -25,13 +25,6 @@ def _scenes(split: str, n: int):
     return [SyntheticWorldDataset(split, n, (320, 240), 70_000_000)[i] for i in range(n)]
 
 
-def _model_ciou(samples) -> float:
-    from lens_ros.model.bundle import load_bundle
-    from lens_training.tiny.evaluate_tiny import evaluate_model
-
-    return evaluate_model(load_bundle(BUNDLE), samples, 72, with_box_baseline=False)["context"]["all"]["cIoU"]
-
-
 def _random_object_ciou(split: str, n: int) -> float:
     """Chance: the mask of an object of the scene picked uniformly at random."""
     from lens_ros.world.scene import generate_sample
@@ -43,34 +36,6 @@ def _random_object_ciou(split: str, n: int) -> float:
             inter += np.logical_and(o.mask, s.target_mask).sum() / len(s.objects)
             union += np.logical_or(o.mask, s.target_mask).sum() / len(s.objects)
     return inter / union
-
-
-@pytest.mark.slow
-def test_bundle_beats_the_whole_frame_mask_on_fresh_heldout_scenes():
-    samples = _scenes("heldout", 8)
-    ciou = _model_ciou(samples)
-    trivial = sum(s.mask.sum() for s in samples) / sum(s.mask.size for s in samples)
-    assert ciou > 3 * trivial, f"cIoU {ciou:.3f} vs whole-frame mask {trivial:.3f}"
-
-
-@pytest.mark.slow
-def test_bundle_finds_the_target_on_fresh_scenes_of_seen_compositions():
-    """val (seen colour-shape compositions): ~0.71 cIoU over 100 scenes in the results file."""
-    ciou = _model_ciou(_scenes("val", 12))
-    chance = _random_object_ciou("val", 12)
-    assert ciou > max(0.4, 2 * chance), f"cIoU {ciou:.3f} vs random-object chance {chance:.3f}"
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(
-    reason="on unseen compositions the shipped model (held-out cIoU ~0.25, box IoU ~0.33) is "
-    "about as good as picking a random object; see training/results/embedded_model.md",
-    strict=False,
-)
-def test_bundle_beats_a_random_object_on_fresh_heldout_scenes():
-    ciou = _model_ciou(_scenes("heldout", 8))
-    chance = _random_object_ciou("heldout", 8)
-    assert ciou > max(0.1, 1.5 * chance), f"cIoU {ciou:.3f} vs random-object chance {chance:.3f}"
 
 
 def test_draft_table_is_what_the_bundle_answers_on_training_scenes(tmp_path):
@@ -111,7 +76,10 @@ def heldout_ciou() -> dict[str, float]:
         dataclasses.replace(s, expression=samples[(i + 1) % n].expression, meta={**s.meta, "kind": "another_scene"})
         for i, s in enumerate(samples)
     ]
-    out = evaluate_model(load_bundle(BUNDLE), batch, 72, with_box_baseline=False, batch=len(batch))["context"]
+    model = load_bundle(BUNDLE)
+    out = evaluate_model(model, batch, model.config.max_new_tokens, with_box_baseline=False, batch=len(batch))[
+        "context"
+    ]
     return {
         "right": out["kind=right"]["cIoU"],
         "another_scene": out["kind=another_scene"]["cIoU"],
