@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--suite", choices=list(SUITE_MODULES), default="model")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--model", default="", help="one model (e.g. a bundle path) for both trees; default: each tree's own")
+    parser.add_argument(
+        "--model", default="", help="one model (e.g. a bundle path) for both trees; default: each tree's own"
+    )
     args = parser.parse_args(argv)
     commit = subprocess.run(
         ["git", "rev-parse", "--short", args.before], cwd=ROOT, capture_output=True, text=True, check=True
