@@ -254,6 +254,8 @@ def end_to_end(pipe: Pipeline, count: int, shipped) -> list[dict]:
     ``shipped``: the drafter as the bundle loaded it (before any benchmark call taught it).
     """
     from lens_ros.model.speculative import NgramDrafter
+    from lens_ros.node_config import NodeConfig
+    from lens_ros.node_outputs import throttled_rationale  # the node's ~/rationale_stream rule
 
     max_new = pipe.config.max_new_tokens or pipe.model.config.max_new_tokens
     scenes = _scenes("val", count, 20_000)
@@ -270,6 +272,8 @@ def end_to_end(pipe: Pipeline, count: int, shipped) -> list[dict]:
         "lens_ros Pipeline.segment, drafts after 20 more answers": (None, used, False),
     }
     times: dict[str, list[float]] = {"naive": [], **{name: [] for name in states}}
+    sent: list[str] = []  # what the node would publish on ~/rationale_stream
+    period = NodeConfig().rationale_stream_period_s
     default_drafts = pipe.config.draft_tokens
     for image, text in scenes:
         for name, (draft_tokens, drafter, stream) in states.items():
@@ -277,7 +281,7 @@ def end_to_end(pipe: Pipeline, count: int, shipped) -> list[dict]:
             pipe.config.draft_tokens = default_drafts if draft_tokens is None else draft_tokens
             decoder.drafter = copy.deepcopy(drafter)
             t0 = time.perf_counter()
-            pipe.segment(image, text, on_rationale=_stream_like_the_node() if stream else None)
+            pipe.segment(image, text, on_rationale=throttled_rationale(period, sent.append) if stream else None)
             times[name].append((time.perf_counter() - t0) * 1000)
         t0 = time.perf_counter()
         with torch.no_grad():
@@ -293,52 +297,3 @@ def end_to_end(pipe: Pipeline, count: int, shipped) -> list[dict]:
     overhead = statistics.median(a / b for a, b in zip(times[streamed], times[default], strict=True))
     rows.append({"pipeline": "rationale streaming: streamed / default, median of per-scene ratios", "value": overhead})
     return rows
-
-
-def _stream_like_the_node(period_s: float = 0.05):
-    """The node's ~/rationale_stream callback without ROS: throttle, skip repeats, build the text."""
-    last = [0.0, ""]
-    sent = []
-
-    def publish(text: str) -> None:
-        now = time.monotonic()
-        if text and text != last[1] and now - last[0] >= period_s:
-            last[0], last[1] = now, text
-            sent.append(text[:16384])
-
-    return publish
-
-
-def run(quick: bool, model: str = "lens-tiny") -> dict:
-    torch.manual_seed(0)
-    pipe, used, _ = load_pipeline(model)
-    shipped_drafts = copy.deepcopy(pipe.model.decoder.drafter)
-    repeats, count = (3, 4) if quick else (20, 30)
-    frames = _frames((640, 480), count)
-    for frame in frames[:2]:  # warm-up: first calls pay for allocations and lazy initialisation
-        pipe.segment(frame, INSTRUCTION)
-    part_rows = parts(pipe, frames, repeats)
-    track_rows = tracking(pipe, {"640x480": (640, 480), "1280x720": (1280, 720)}, count + 1)
-    e2e_rows = end_to_end(pipe, 4 if quick else 30, shipped_drafts)
-    device = f"{pipe.device} {str(pipe.dtype).replace('torch.', '')}"
-    return {
-        "note": f"Model: {used}; device {device}; torch threads {torch.get_num_threads()}.",
-        "sections": {
-            "parts": {"columns": ["part", "ms", "speedup", "value"], "rows": part_rows},
-            "tracking": {
-                "columns": [
-                    "size",
-                    "track_median_ms",
-                    "track_hz",
-                    "reason_every_frame_ms",
-                    "reason_every_frame_hz",
-                    "speedup",
-                ],
-                "rows": track_rows,
-            },
-            "end_to_end (in process)": {
-                "columns": ["pipeline", "median_ms", "speedup_vs_naive", "value"],
-                "rows": e2e_rows,
-            },
-        },
-    }

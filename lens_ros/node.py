@@ -48,7 +48,7 @@ from lens_ros.node_inputs import (
     decode_frame,
     inference_threads,
 )
-from lens_ros.node_outputs import OUTPUT_QOS, Answer, Outputs, build_answer
+from lens_ros.node_outputs import OUTPUT_QOS, Answer, Outputs, build_answer, throttled_rationale
 from lens_ros.node_stats import NodeStats
 from lens_ros.ros_env import configure_dds
 from lens_ros.srv import Segment
@@ -338,15 +338,7 @@ class LensBehaviour:
         period = self.config.rationale_stream_period_s
         if period <= 0 or not self.config.publish_rationale:
             return None
-        last = [0.0, ""]
-
-        def publish(text: str) -> None:
-            now = time.monotonic()
-            if text and text != last[1] and now - last[0] >= period:
-                last[0], last[1] = now, text
-                self.outputs.rationale_stream.publish(String(data=messages.bounded(text)))
-
-        return publish
+        return throttled_rationale(period, lambda text: self.outputs.rationale_stream.publish(String(data=text)))
 
     def _complete(self, decoded: DecodedFrame, instruction: str, result, received: float) -> Answer:
         """Depth of the frame's time and the answer from it; depth that is missing, rejected

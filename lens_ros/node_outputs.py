@@ -9,6 +9,7 @@ status, the mask and, with depth, the target's pose and points. ``build_answer``
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,6 +103,20 @@ def build_answer(
             answer.points, answer.pixels = points, pixels
     answer.total_ms = (time.monotonic() - received) * 1000.0
     return answer
+
+
+def throttled_rationale(period_s: float, send: Callable[[str], None]) -> Callable[[str], None]:
+    """``~/rationale_stream``'s rule: a partial rationale is sent when it is new and at least
+    ``period_s`` after the last one sent (the final text goes to ``~/rationale`` anyway)."""
+    last = [0.0, ""]
+
+    def publish(text: str) -> None:
+        now = time.monotonic()
+        if text and text != last[1] and now - last[0] >= period_s:
+            last[0], last[1] = now, text
+            send(messages.bounded(text))
+
+    return publish
 
 
 class Outputs:

@@ -115,7 +115,7 @@ def evaluate_all(cfg, base: Path, stage1: Path, stage2: Path) -> dict[str, Any]:
     continued = Path(cfg.work) / "stage1_continued" / "final"
     if continued.is_dir():
         models.append(("stage1 continued (same compute as stage 2)", continued))
-    if getattr(cfg, "compare", ""):
+    if cfg.compare:
         models.append(("previous bundle", Path(cfg.compare)))
     for name, path in models:
         if not (path / "config.json").is_file():
