@@ -125,7 +125,7 @@ class LensBehaviour:
         for msg_type, topic, callback, qos in subscriptions:
             group = MutuallyExclusiveCallbackGroup()
             self._io.append(self.create_subscription(msg_type, topic, callback, qos, callback_group=group))
-        self.outputs = Outputs(self)
+        self.outputs = Outputs(self, self.stats)
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
         self._io += [*self.outputs.all, self.pub_diagnostics]
         service_group, timer_group = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()

@@ -90,7 +90,16 @@ class NodeConfig:
     )
     # Outputs
     publish_mask: bool = _param(True, "Publish ~/mask (mono8)", runtime=True)
-    publish_overlay: bool = _param(True, "Publish ~/overlay (rgb8 drawing for RViz)", runtime=True)
+    publish_overlay: bool = _param(
+        True,
+        "Publish ~/overlay (rgb8 drawing for RViz) and ~/overlay/compressed (JPEG); each is drawn and sent only "
+        "while something subscribes to it",
+        runtime=True,
+    )
+    overlay_compressed_max_hz: float = _param(
+        10.0, "~/overlay/compressed: at most this many JPEG frames a second", runtime=True, low=0.1, high=1000.0
+    )
+    overlay_jpeg_quality: int = _param(80, "JPEG quality of ~/overlay/compressed", runtime=True, low=1, high=100)
     publish_rationale: bool = _param(True, "Publish ~/rationale when the model reasons", runtime=True)
     rationale_stream_period_s: float = _param(
         0.05,

@@ -428,6 +428,39 @@ MUTATIONS: list[Mutation] = [
         ("test/ros/test_node_behaviour.py::test_instruction_gives_segmentation_stamped_like_the_image",),
         "the published box is one pixel wider than the mask's",
     ),
+    # -- console and the node's overlays --------------------------------------------------
+    Mutation(
+        "overlay-always-drawn",
+        "lens_ros/node_outputs.py",
+        "raw = self.overlay.get_subscription_count() > 0",
+        "raw = True",
+        ("test/ros/test_node_behaviour.py::test_overlays_are_drawn_for_subscribers_only_and_the_jpeg_twin_is_rate_capped",),
+        "~/overlay drawn and published for every answer with nobody subscribed",
+    ),
+    Mutation(
+        "overlay-jpeg-uncapped",
+        "lens_ros/node_outputs.py",
+        " and self._compressed_rate.take()",
+        "",
+        ("test/ros/test_node_behaviour.py::test_overlays_are_drawn_for_subscribers_only_and_the_jpeg_twin_is_rate_capped",),
+        "~/overlay/compressed sent for every answer (no overlay_compressed_max_hz)",
+    ),
+    Mutation(
+        "console-filter-drops-lost-object",
+        "lens_ros/console/ros_bridge.py",
+        'filter_expression="tracked = %0 OR status <> %1"',
+        'filter_expression="tracked = %0 AND status <> %1"',
+        ("test/console/test_console_bridge.py::test_every_event_is_shown_and_tracked_frames_at_status_hz",),
+        "the console's DDS filter passes only reasoned answers that are not OK",
+    ),
+    Mutation(
+        "rate-limit-every-fourth",
+        "lens_ros/rate_limit.py",
+        "self._due = max(self._due, now - self.period / 2) + self.period",
+        "self._due = now + self.period",
+        ("test/test_rate_limit.py::test_average_rate_is_the_cap_when_offered_more",),
+        "the rate cap counts from the last event (30 Hz offered, 10 Hz cap: 7.5 Hz)",
+    ),
 ]
 
 

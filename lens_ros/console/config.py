@@ -34,7 +34,9 @@ class ConsoleConfig:
         "", "Comma-separated extra WebSocket origins (scheme://host:port) besides the page's own"
     )
     max_fps: float = _setting(10.0, "Overlay frames sent to each browser per second at most", 0.5, 60.0)
-    jpeg_quality: int = _setting(80, "JPEG quality of the overlay", 10, 100)
+    status_hz: float = _setting(
+        5.0, "Tracked frames shown per second, the newest each time (every other answer is shown)", 0.5, 60.0
+    )
     max_instruction_length: int = _setting(
         NodeConfig.max_instruction_length,
         "Instructions longer than this are refused (the node's default; the node never takes more)",
@@ -90,6 +92,7 @@ def declare_parameters(node, defaults: ConsoleConfig | None = None) -> ConsoleCo
             descriptor.integer_range = [IntegerRange(from_value=meta["low"], to_value=meta["high"], step=0)]
         node.declare_parameter(f.name, default, descriptor)
     values = {f.name: node.get_parameter(f.name).value for f in fields(ConsoleConfig)}
-    if isinstance(values["max_fps"], int):
-        values["max_fps"] = float(values["max_fps"])
+    for name in ("max_fps", "status_hz"):
+        if isinstance(values[name], int):
+            values[name] = float(values[name])
     return ConsoleConfig(**values)

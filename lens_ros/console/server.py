@@ -7,8 +7,8 @@ the asyncio loop. What goes over the WebSocket:
 - server -> page, text: ``{"type": "hello", ...}`` once, then ``{"type": "sections", ...}``
   with only the sections of ``ConsoleState`` that changed (latest value of each), and
   ``{"type": "notice", "text": ...}`` when an instruction is refused here;
-- server -> page, binary: the overlay as JPEG, at most ``max_fps`` frames per second,
-  encoded once for all tabs and only while a tab is open;
+- server -> page, binary: the overlay as JPEG (the lens node's ``~/overlay/compressed``,
+  passed on as received), at most ``max_fps`` frames per second;
 - page -> server, text: ``{"type": "instruction", "text": ...}``.
 A tab that reads slowly only holds up its own sender, which then skips to the newest
 frame and state: nothing queues up in the server.
@@ -30,6 +30,7 @@ from aiohttp import WSMsgType, web
 from lens_ros.console import security
 from lens_ros.console.config import ConsoleConfig, is_loopback
 from lens_ros.console.state import ConsoleState
+from lens_ros.rate_limit import RateLimiter
 
 MIN_INSTRUCTION_INTERVAL_S = 0.25  # per tab: typing is slower; a script flooding the topic is refused
 # Per tab: the state changes with every tracked frame (30 Hz); what changed meanwhile goes in
@@ -46,18 +47,18 @@ class Client:
 
 
 class ConsoleServer:
-    def __init__(self, config: ConsoleConfig, state: ConsoleState, publish_instruction, encode_overlay) -> None:
-        """``publish_instruction(text) -> ""`` or why it was refused; ``encode_overlay(frame, quality) -> JPEG``."""
+    def __init__(self, config: ConsoleConfig, state: ConsoleState, publish_instruction) -> None:
+        """``publish_instruction(text) -> ""`` or why it was refused."""
         self.config, self.state = config, state
-        self.publish_instruction, self.encode_overlay = publish_instruction, encode_overlay
+        self.publish_instruction = publish_instruction
         self.token = config.resolved_token()
         self.static = security.StaticFiles()
         self.clients: set[Client] = set()
         self.jpeg: tuple[int, bytes] | None = None
-        self.frames_encoded = 0
+        self.frames_forwarded = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._overlay_ready = asyncio.Event()
-        self._encoder: asyncio.Task | None = None
+        self._forwarder: asyncio.Task | None = None
 
     # -- application ------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -73,7 +74,7 @@ class ConsoleServer:
     async def _start(self, _app) -> None:
         self._loop = asyncio.get_running_loop()
         self.state.on_change = self._on_state_change
-        self._encoder = asyncio.create_task(self._encode_overlays())
+        self._forwarder = asyncio.create_task(self._forward_overlays())
 
     async def _close_clients(self, _app) -> None:
         for client in list(self.clients):
@@ -81,11 +82,11 @@ class ConsoleServer:
 
     async def _stop(self, _app) -> None:
         self.state.on_change = lambda section: None
-        if self._encoder is not None:
-            self._encoder.cancel()
+        if self._forwarder is not None:
+            self._forwarder.cancel()
 
     def _on_state_change(self, section: str) -> None:
-        """From the ROS thread: wake the senders (or the encoder) in the server's loop."""
+        """From the ROS thread: wake the senders (or the overlay forwarder) in the server's loop."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._wake, section)
@@ -206,29 +207,23 @@ class ConsoleServer:
         except (ConnectionError, RuntimeError):
             pass  # the tab went away while we were writing to it
 
-    async def _encode_overlays(self) -> None:
-        """Encode the newest overlay at most max_fps times a second, once for every tab."""
-        period = 1.0 / self.config.max_fps
-        encoded_seq = 0
+    async def _forward_overlays(self) -> None:
+        """Hand the newest overlay JPEG to every tab, at most max_fps times a second."""
+        rate = RateLimiter(self.config.max_fps)
+        forwarded_seq = 0
         while True:
+            await asyncio.sleep(rate.wait_s())
             await self._overlay_ready.wait()
             self._overlay_ready.clear()
             latest = self.state.latest_overlay()
-            if not self.clients or latest is None or latest[0] == encoded_seq:
+            if not self.clients or latest is None or latest[0] == forwarded_seq:
                 continue
-            started = time.monotonic()
-            try:
-                jpeg = await asyncio.to_thread(self.encode_overlay, latest[1], self.config.jpeg_quality)
-            except Exception as exc:  # noqa: BLE001 - a bad frame must not stop the video
-                print(f"[lens-console] overlay not shown: {exc}", file=sys.stderr)
-                jpeg = None
-            encoded_seq = latest[0]
-            if jpeg is not None:
-                self.jpeg = (encoded_seq, jpeg)
-                self.frames_encoded += 1
-                for client in self.clients:
-                    client.wake.set()
-            await asyncio.sleep(max(0.0, period - (time.monotonic() - started)))
+            rate.take()
+            forwarded_seq = latest[0]
+            self.jpeg = latest
+            self.frames_forwarded += 1
+            for client in self.clients:
+                client.wake.set()
 
 
 async def serve(config: ConsoleConfig, server: ConsoleServer, stop: asyncio.Event) -> None:
@@ -253,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     from rclpy.signals import SignalHandlerOptions
     from rclpy.utilities import remove_ros_args
 
-    from lens_ros.console.ros_bridge import ConsoleBridge, overlay_jpeg
+    from lens_ros.console.ros_bridge import ConsoleBridge
     from lens_ros.ros_env import configure_dds
 
     argv = list(sys.argv if argv is None else argv)
@@ -292,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
 
     spinner = threading.Thread(target=spin, name="lens-console-ros", daemon=True)
     spinner.start()
-    server = ConsoleServer(config, bridge.state, bridge.publish_instruction, overlay_jpeg)
+    server = ConsoleServer(config, bridge.state, bridge.publish_instruction)
 
     async def run() -> None:
         stop = asyncio.Event()

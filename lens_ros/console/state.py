@@ -9,6 +9,7 @@ Every string kept is bounded and every collection has a fixed size.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -18,13 +19,21 @@ from dataclasses import asdict, dataclass
 MAX_TEXT = 8192  # rationale, answers (the node bounds its messages to this too)
 MAX_SHORT = 512  # status text, diagnostics values, instruction shown in history
 MAX_DIAGNOSTIC_VALUES = 64
-RATE_WINDOW_S = 5.0
 SECTIONS = ("status", "stream", "rationale", "pose", "diagnostics", "history")
 # Segmentation.STATUS_* codes, by name (the page shows the names).
 STATUS_NAMES = {0: "ok", 1: "no object", 2: "parse fallback", 3: "bad input", 4: "error"}
 # Answers that refuse an instruction: shown until the next instruction, as the frames after
 # them are still answered (tracked) for the instruction before.
 REFUSALS = (3, 4)
+
+
+def _number(text) -> float | None:
+    """A diagnostics value as a rounded finite number (None: absent or not a number)."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return round(value, 1) if math.isfinite(value) else None
 
 
 def clip(text: str, limit: int) -> str:
@@ -72,8 +81,8 @@ class ConsoleState:
         self._rationale = ""
         self._pose: dict | None = None
         self._diagnostics: dict = {}
-        self._tracked_times: deque[float] = deque(maxlen=256)
-        self._overlay: tuple[int, object] | None = None  # (sequence number, frame as received)
+        self._tracking_hz = 0.0  # the lens node's own count (its /diagnostics tracked_hz)
+        self._overlay: tuple[int, bytes] | None = None  # (sequence number, JPEG as received)
         self._overlay_seq = 0
         self.on_change: Callable[[str], None] = lambda section: None  # the server's wake-up; outside the lock
 
@@ -92,11 +101,8 @@ class ConsoleState:
         self.on_change("history")
 
     def on_answer(self, answer: Answer) -> None:
-        now = time.monotonic()
         status = STATUS_NAMES.get(answer.status, f"status {answer.status}")
         with self._lock:
-            if answer.tracked:
-                self._tracked_times.append(now)
             reasoning_ms = self._status.get("reasoning_ms", 0.0) if answer.tracked else answer.reasoning_ms
             if not answer.tracked and answer.status in REFUSALS:
                 self._refusal = {
@@ -111,7 +117,7 @@ class ConsoleState:
                 "tracked": answer.tracked,
                 "reasoning_ms": round(float(reasoning_ms), 1),
                 "total_ms": round(float(answer.total_ms), 1),
-                "tracking_hz": round(self._tracking_rate(now), 1),
+                "tracking_hz": self._tracking_hz,
                 "label": clip(answer.label, MAX_SHORT),
                 "score": round(float(answer.score), 3),
                 "box": list(answer.box) if answer.box else None,
@@ -155,10 +161,15 @@ class ConsoleState:
                 "values": {clip(k, 128): clip(v, MAX_SHORT) for k, v in items},
             }
             self._bump("diagnostics")
+            hz = _number(values.get("tracked_hz"))
+            if hz is not None and hz != self._tracking_hz:
+                self._tracking_hz = hz
+                self._status = {**self._status, "tracking_hz": hz}
+                self._bump("status")
         self.on_change("diagnostics")
 
-    def on_overlay(self, frame: object) -> None:
-        """The newest overlay as received (encoded to JPEG only when a browser takes it)."""
+    def on_overlay(self, frame: bytes) -> None:
+        """The newest overlay JPEG (passed on to the browsers as it is)."""
         with self._lock:
             self._overlay_seq += 1
             self._overlay = (self._overlay_seq, frame)
@@ -178,7 +189,7 @@ class ConsoleState:
             }
         return changed, versions
 
-    def latest_overlay(self) -> tuple[int, object] | None:
+    def latest_overlay(self) -> tuple[int, bytes] | None:
         with self._lock:
             return self._overlay
 
@@ -199,10 +210,6 @@ class ConsoleState:
     def _bump(self, *names: str) -> None:
         for name in names:
             self._versions[name] += 1
-
-    def _tracking_rate(self, now: float) -> float:
-        recent = [t for t in self._tracked_times if now - t <= RATE_WINDOW_S]
-        return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6) if len(recent) >= 2 else 0.0
 
     def _settle_history(self, answer: Answer, status: str) -> None:
         # The node reports the cleaned instruction (or the first 200 characters of a rejected one).

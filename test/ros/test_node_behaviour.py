@@ -195,6 +195,61 @@ def test_diagnostics_report_rates_and_drops(running, probe):
     assert 0 <= received - answered <= 2, values
 
 
+def test_overlays_are_drawn_for_subscribers_only_and_the_jpeg_twin_is_rate_capped(running, probe):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import CompressedImage
+
+    from lens_ros.image_conversion import compressed_to_numpy
+    from lens_ros.node_config import NodeConfig
+
+    frame = ground_truth_frame()
+    target = frame.objects[2]
+    diags = probe.subscribe(DiagnosticArray, "/diagnostics")
+    send_instruction(probe, f"the {target.name}")
+
+    def counters() -> list[tuple[float, int, int]]:
+        """(time, frames answered, overlays drawn) from each of the node's /diagnostics."""
+        out = []
+        for t, m in diags:
+            for s in m.status:
+                if s.name.startswith("lens_node"):
+                    v = {kv.key: kv.value for kv in s.values}
+                    out.append((t, int(v.get("published_count", 0)), int(v.get("overlay_drawn_count", 0))))
+        return out
+
+    def drawn_per_answer(since: float):
+        """Overlays drawn per frame answered between the first and last diagnostics after ``since``."""
+        c = [x for x in counters() if x[0] > since]
+        if len(c) < 3 or c[-1][1] - c[0][1] < 20:
+            return None
+        return (c[-1][2] - c[0][2]) / (c[-1][1] - c[0][1])
+
+    # Nobody subscribes to either overlay: frames are answered, no overlay is drawn.
+    assert probe.spin_until(lambda: drawn_per_answer(0.0) is not None, 20, "answers") and drawn_per_answer(0.0) == 0.0
+    # The JPEG twin only: drawn and sent at most overlay_compressed_max_hz (camera: 15 Hz).
+    jpegs = probe.subscribe(CompressedImage, f"{NODE}/overlay/compressed")
+    start = probe.spin_until(lambda: jpegs and jpegs[0][0], 10, "~/overlay/compressed")
+    ratio = probe.spin_until(lambda: drawn_per_answer(start + 1.0), 20, "diagnostics with the JPEG subscribed")
+    cap = NodeConfig.overlay_compressed_max_hz
+    arrived = [t for t, _ in jpegs if t > start + 1.0]
+    rate = (len(arrived) - 1) / (arrived[-1] - arrived[0])
+    assert 0.6 * cap <= rate <= 1.1 * cap, rate
+    assert 0.4 < ratio < 0.8, f"{ratio:.2f} overlays per answer: drawn for the JPEG's frames only"
+    # ~/overlay too: one per answer; the JPEG is the same drawing (mask tinted), not the camera image.
+    raws = probe.subscribe(Image, f"{NODE}/overlay")
+    start = probe.spin_until(lambda: raws and raws[0][0], 10, "~/overlay")
+    ratio = probe.spin_until(lambda: drawn_per_answer(start + 1.0), 20, "diagnostics with both subscribed")
+    assert ratio == pytest.approx(1.0, abs=0.05)
+    by_stamp = {stamp_of(m): image_to_numpy(m) for _, m in raws}
+    same = next(m for _, m in reversed(jpegs) if stamp_of(m) in by_stamp)
+    jpeg = compressed_to_numpy(same).astype(float)
+    raw = by_stamp[stamp_of(same)].astype(float)
+    assert same.format == "jpeg" and jpeg.shape == raw.shape == frame.image.shape
+    assert np.abs(jpeg - raw).mean() < 4.0
+    tint = np.abs(jpeg - frame.image.astype(float))[target.mask].mean()
+    assert tint > 20.0, f"the target's pixels differ by {tint:.1f} from the camera image: no mask drawn"
+
+
 def test_ground_truth_topic_describes_the_frame(running, probe):
     truth = probe.subscribe(String, "/sim_camera/ground_truth")
     images = probe.subscribe(Image, "/camera/image_raw", qos_profile_sensor_data)
