@@ -12,15 +12,16 @@ published reliable + transient-local, like the node expects.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import time
 from pathlib import Path
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
+from lens_ros.entry import run_node
 from lens_ros.messages import latched_qos
 from lens_ros.ros_env import configure_dds
 
@@ -124,9 +125,8 @@ def main(args: list[str] | None = None) -> int:
         help="wait up to this many seconds for every topic to have a subscriber before playing",
     )
     options = cli.parse_args(rclpy.utilities.remove_ros_args(args)[1:])
-    node, code = None, 0
-    try:
-        node = BagPlayer(options.bag, options.topics, options.rate)
+
+    def play(node: BagPlayer) -> None:
         node.wait_for_subscribers(options.wait_subscribers)
         while True:
             node.play_once()
@@ -134,16 +134,9 @@ def main(args: list[str] | None = None) -> int:
                 break
         node.get_logger().info(f"published {node.published} messages")
         time.sleep(0.5)  # let reliable messages in flight be delivered
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (OSError, ValueError, ImportError) as exc:
-        rclpy.logging.get_logger("bag_player").fatal(f"cannot play: {exc}")
-        code = 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+
+    make = functools.partial(BagPlayer, options.bag, options.topics, options.rate)
+    return run_node("bag_player", make, play, (OSError, ValueError, ImportError), failure="cannot play")
 
 
 if __name__ == "__main__":

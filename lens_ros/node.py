@@ -21,7 +21,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.publisher import Publisher
@@ -33,6 +33,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 
 from lens_ros import messages
+from lens_ros.entry import run_node
 from lens_ros.frame_sync import LatestSlot, stamp_to_s
 from lens_ros.model.pipeline import Pipeline
 from lens_ros.model.types import BadInputError, LensError, SegmentationResult
@@ -517,25 +518,16 @@ def main(args: list[str] | None = None, pipeline_factory: PipelineFactory | None
     cli = argparse.ArgumentParser(prog="lens_node", description="LENS language-instructed segmentation node")
     cli.add_argument("--lifecycle", action="store_true", help="run as a managed lifecycle node")
     options = cli.parse_args(rclpy.utilities.remove_ros_args(args)[1:])
-    node, code = None, 0
-    try:
+    node_class = LensLifecycleNode if options.lifecycle else LensNode
+
+    def spin(node: LensBehaviour) -> None:
         executor = MultiThreadedExecutor(num_threads=3)
-        node_class = LensLifecycleNode if options.lifecycle else LensNode
-        node = node_class(pipeline_factory=pipeline_factory)  # may load a model for minutes
-        if rclpy.ok():  # Ctrl-C during start-up shuts the context down: then just exit
-            executor.add_node(node)
-            executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (LensError, ValueError, OSError) as exc:
-        if rclpy.ok():
-            rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
-            code = 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+        executor.add_node(node)
+        executor.spin()
+
+    return run_node(
+        NODE_NAME, lambda: node_class(pipeline_factory=pipeline_factory), spin, (LensError, ValueError, OSError)
+    )
 
 
 if __name__ == "__main__":

@@ -16,12 +16,12 @@ import json
 
 import numpy as np
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 
+from lens_ros.entry import run_node
 from lens_ros.image_conversion import numpy_to_compressed, numpy_to_image
 from lens_ros.ros_env import configure_dds
 
@@ -171,21 +171,7 @@ class SimCamera(Node):
 def main(args: list[str] | None = None) -> int:
     configure_dds()
     rclpy.init(args=args)
-    node, code = None, 0
-    try:
-        node = SimCamera()
-        if rclpy.ok():  # not interrupted during start-up
-            rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ValueError as exc:
-        rclpy.logging.get_logger("sim_camera").fatal(f"cannot start: {exc}")
-        code = 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    return run_node("sim_camera", SimCamera, rclpy.spin, (ValueError,))
 
 
 if __name__ == "__main__":
