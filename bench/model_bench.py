@@ -297,3 +297,38 @@ def end_to_end(pipe: Pipeline, count: int, shipped) -> list[dict]:
     overhead = statistics.median(a / b for a, b in zip(times[streamed], times[default], strict=True))
     rows.append({"pipeline": "rationale streaming: streamed / default, median of per-scene ratios", "value": overhead})
     return rows
+
+
+def run(quick: bool, model: str = "lens-tiny") -> dict:
+    torch.manual_seed(0)
+    pipe, used, _ = load_pipeline(model)
+    shipped_drafts = copy.deepcopy(pipe.model.decoder.drafter)
+    repeats, count = (3, 4) if quick else (20, 30)
+    frames = _frames((640, 480), count)
+    for frame in frames[:2]:  # warm-up: first calls pay for allocations and lazy initialisation
+        pipe.segment(frame, INSTRUCTION)
+    part_rows = parts(pipe, frames, repeats)
+    track_rows = tracking(pipe, {"640x480": (640, 480), "1280x720": (1280, 720)}, count + 1)
+    e2e_rows = end_to_end(pipe, 4 if quick else 30, shipped_drafts)
+    device = f"{pipe.device} {str(pipe.dtype).replace('torch.', '')}"
+    return {
+        "note": f"Model: {used}; device {device}; torch threads {torch.get_num_threads()}.",
+        "sections": {
+            "parts": {"columns": ["part", "ms", "speedup", "value"], "rows": part_rows},
+            "tracking": {
+                "columns": [
+                    "size",
+                    "track_median_ms",
+                    "track_hz",
+                    "reason_every_frame_ms",
+                    "reason_every_frame_hz",
+                    "speedup",
+                ],
+                "rows": track_rows,
+            },
+            "end_to_end (in process)": {
+                "columns": ["pipeline", "median_ms", "speedup_vs_naive", "value"],
+                "rows": e2e_rows,
+            },
+        },
+    }

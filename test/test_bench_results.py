@@ -31,3 +31,17 @@ def test_results_files_name_the_machine_and_hold_every_row(tmp_path):
 def test_markdown_table_formats_numbers_and_blanks():
     table = markdown_table([{"a": 1234.5678, "b": None}, {"a": 0.000123, "b": "x"}], ["a", "b"])
     assert table.splitlines() == ["| a | b |", "|---|---|", "| 1235 |  |", "| 0.000123 | x |"]
+
+
+def test_every_suite_bench_run_names_has_its_run_function():
+    """``python -m bench.run`` calls ``run(quick, ...)`` of each suite module; a suite without one
+    only fails when someone benchmarks (an edit once dropped the model suite's)."""
+    import importlib
+    import inspect
+
+    from bench.run import SUITES
+
+    for name, module in SUITES.items():
+        run = getattr(importlib.import_module(module), "run", None)
+        assert callable(run), f"{module} has no run(): `python -m bench.run --only {name}` fails"
+        assert next(iter(inspect.signature(run).parameters)) == "quick", f"{module}.run must take quick first"

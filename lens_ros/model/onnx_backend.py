@@ -141,6 +141,19 @@ def providers_for(device: torch.device | str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+def session_options(ort):
+    """onnxruntime's defaults spin their idle worker threads, one per core: in a process where
+    torch (preprocessing, prompt embeddings, the MLLM) and the ROS executor take turns with the
+    sessions, the spinning threads took the CPU from both (lens-tiny at 640x480 on the 2-core CPU,
+    bench/results/cpu2-2026-12-02-model-quick-ort-{before,after}.md: decoder 10.1 -> 4.6 ms, encoder 31.3 -> 14.8 ms
+    without spinning, now 1.5x and 1.1x torch's). The sessions use as many threads as torch,
+    and sleep when idle."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(1, torch.get_num_threads())
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
 class OnnxSegmenter:
     """``Segmenter``-compatible inference on onnxruntime sessions (no autograd).
 
@@ -162,7 +175,7 @@ class OnnxSegmenter:
         except (OSError, ValueError) as exc:
             raise ModelFileError(f"{meta_path}: missing or invalid ({exc})") from exc
         self.providers = providers_for(device)
-        opts = ort.SessionOptions()
+        opts = session_options(ort)
         try:
             self.decoder = ort.InferenceSession(str(Path(onnx_dir) / DECODER_FILE), opts, providers=self.providers)
             self.encoder = (
