@@ -27,6 +27,7 @@ from lens_ros.regions import mask_iou
 from lens_ros.world.language import rescale_boxes
 from lens_training.config import Stage1Config
 from lens_training.data.dataset import Batch, SegmentationDataset
+from lens_training.export import export_bundle
 from lens_training.loop import TrainResult, setup_process, train
 from lens_training.losses import segmentation_loss
 from lens_training.model_setup import count_parameters, freeze_stage1, load_init_weights, load_lens_model
@@ -125,13 +126,6 @@ class Stage1Objective(nn.Module):
         }
 
 
-def export_stage(model: nn.Module, directory) -> None:
-    """Write the trained LensModel as a model bundle in ``directory``."""
-    from lens_training.export import export_bundle
-
-    export_bundle(model, directory)
-
-
 def train_stage1(
     cfg: Stage1Config,
     dataset: SegmentationDataset | None = None,
@@ -155,4 +149,4 @@ def train_stage1(
     if dist_ctx.is_main:
         trainable, total = count_parameters(model)
         print(f"stage1: training {trainable:,} of {total:,} parameters on {len(dataset):,} samples")
-    return train(cfg, objective, dataset, device, dist_ctx, "stage1", save_final=export_stage)
+    return train(cfg, objective, dataset, device, dist_ctx, "stage1", save_final=export_bundle)

@@ -31,6 +31,7 @@ from torch import nn
 
 from lens_training.config import Stage2Config
 from lens_training.data.dataset import Batch, SegmentationDataset
+from lens_training.export import export_bundle
 from lens_training.grpo import group_advantages, grpo_loss
 from lens_training.loop import TrainResult, setup_process, train
 from lens_training.losses import segmentation_loss
@@ -272,13 +273,6 @@ def rollout_box(text: str, resized_hw: tuple[int, int], image_hw: tuple[int, int
     return None if parsed.box is None else scale_box(parsed.box, resized_hw, image_hw)
 
 
-def export_stage(model: nn.Module, directory) -> None:
-    """Write the trained LensModel (LoRA merged) as a model bundle in ``directory``."""
-    from lens_training.export import export_bundle
-
-    export_bundle(model, directory)
-
-
 def train_stage2(
     cfg: Stage2Config,
     dataset: SegmentationDataset | None = None,
@@ -305,5 +299,5 @@ def train_stage2(
         trainable, total = count_parameters(model)
         print(f"stage2: training {trainable:,} of {total:,} parameters on {len(dataset):,} prompts, G={cfg.group_size}")
     return train(
-        cfg, objective, dataset, device, dist_ctx, "stage2", find_unused_parameters=True, save_final=export_stage
+        cfg, objective, dataset, device, dist_ctx, "stage2", find_unused_parameters=True, save_final=export_bundle
     )
