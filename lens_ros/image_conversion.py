@@ -147,20 +147,29 @@ def depth_to_metres(array: np.ndarray, encoding: str) -> np.ndarray:
 
 
 def compressed_to_numpy(msg) -> np.ndarray:
-    """sensor_msgs/CompressedImage (jpeg/png) -> (H, W, 3) uint8 RGB."""
+    """sensor_msgs/CompressedImage (jpeg/png) -> (H, W, 3) uint8 RGB.
+
+    ``format`` as image_transport's compressed plugin writes it ("rgb8; jpeg compressed bgr8":
+    source encoding; codec and the channel order that was encoded) or a bare "jpeg"/"png"
+    (encoded as OpenCV writes colour, BGR). Only "... compressed rgb8" data is in RGB order."""
     data = _as_bytes(msg.data)
     if data.size == 0:
         raise ImageConversionError("compressed image has no data")
     if data.size > MAX_IMAGE_BYTES:
         raise ImageConversionError(f"compressed image of {data.size} bytes exceeds {MAX_IMAGE_BYTES}")
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if bgr is None:
+    decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if decoded is None:
         raise ImageConversionError(f"cannot decode compressed image (format {msg.format[:64]!r})")
-    return np.ascontiguousarray(bgr[:, :, ::-1])
+    if "compressed rgb" in msg.format[:64]:
+        return decoded
+    return np.ascontiguousarray(decoded[:, :, ::-1])
 
 
 def numpy_to_compressed(rgb: np.ndarray, fmt: str = "jpeg", header=None, quality: int = 90):
-    """(H, W, 3) uint8 RGB -> sensor_msgs/CompressedImage."""
+    """(H, W, 3) uint8 RGB -> sensor_msgs/CompressedImage, ``format`` as image_transport's
+    compressed plugin writes it for an rgb8 image ("rgb8; jpeg compressed bgr8"), so that its
+    subscribers (RViz's Image display with transport "compressed", rqt_image_view,
+    ``image_transport republish``) decode it as rgb8."""
     from sensor_msgs.msg import CompressedImage
 
     if fmt not in ("jpeg", "png"):
@@ -175,7 +184,7 @@ def numpy_to_compressed(rgb: np.ndarray, fmt: str = "jpeg", header=None, quality
     msg = CompressedImage()
     if header is not None:
         msg.header = header
-    msg.format = fmt
+    msg.format = f"rgb8; {fmt} compressed bgr8"
     msg.data = encoded.tobytes()
     return msg
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -122,6 +123,22 @@ def test_compressed_round_trip_png_is_exact_and_jpeg_close():
     smooth[:, :, 0] = 200  # a flat red image survives jpeg almost unchanged
     back = compressed_to_numpy(numpy_to_compressed(smooth, "jpeg"))
     assert np.abs(back.astype(int) - smooth).max() <= 3
+
+
+def test_compressed_format_follows_image_transport():
+    """What image_transport's compressed plugin writes and reads: "<source encoding>; <codec>
+    compressed <encoded channel order>". A bare "jpeg" (older publishers) is BGR as OpenCV writes it."""
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    rgb[:, :, 0] = 255  # pure red
+    msg = numpy_to_compressed(rgb, "png")
+    assert msg.format == "rgb8; png compressed bgr8"
+    assert np.array_equal(compressed_to_numpy(msg), rgb)
+    msg.format = "png"
+    assert np.array_equal(compressed_to_numpy(msg), rgb)
+    # a publisher that encoded the channels in RGB order says so: red stays red
+    ok, encoded = cv2.imencode(".png", rgb)
+    msg.format, msg.data = "rgb8; png compressed rgb8", encoded.tobytes()
+    assert ok and np.array_equal(compressed_to_numpy(msg), rgb)
 
 
 def bad(**fields) -> Image:

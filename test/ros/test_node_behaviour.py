@@ -244,7 +244,7 @@ def test_overlays_are_drawn_for_subscribers_only_and_the_jpeg_twin_is_rate_cappe
     same = next(m for _, m in reversed(jpegs) if stamp_of(m) in by_stamp)
     jpeg = compressed_to_numpy(same).astype(float)
     raw = by_stamp[stamp_of(same)].astype(float)
-    assert same.format == "jpeg" and jpeg.shape == raw.shape == frame.image.shape
+    assert same.format == "rgb8; jpeg compressed bgr8" and jpeg.shape == raw.shape == frame.image.shape
     assert np.abs(jpeg - raw).mean() < 4.0
     tint = np.abs(jpeg - frame.image.astype(float))[target.mask].mean()
     assert tint > 20.0, f"the target's pixels differ by {tint:.1f} from the camera image: no mask drawn"
