@@ -48,6 +48,7 @@ def measure_ros(
     driver does); a live scene costs its rendering, ~70 % of one core at 640x480 30 Hz.
     baseline: run bench.naive_node instead of lens_node (first masks only, no tracking)."""
     import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
     from std_msgs.msg import String
 
@@ -90,6 +91,14 @@ def measure_ros(
     node.create_subscription(
         Segmentation, f"/{answering}/segmentation", lambda m: answers.append((time.monotonic(), m)), 50
     )
+    diagnostics: dict[str, str] = {}  # the answering node's latest /diagnostics values
+
+    def on_diagnostics(msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name == f"{answering}: lens":
+                diagnostics.update((kv.key, kv.value) for kv in status.values)
+
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
     pub = node.create_publisher(String, INSTRUCTION_TOPIC, latched_qos())
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
@@ -139,7 +148,18 @@ def measure_ros(
         "reason_node_ms": statistics.median(node_ms) if node_ms else None,
         "track_hz": track_hz,
         "track_node_ms": track_ms,
+        # in the node (median over this run's instructions): message taken -> worker starts on it
+        # (a tracking call in progress) and -> its first answer published
+        "node_wait_ms": _float(diagnostics.get("instruction_wait_ms_p50")),
+        "node_answer_ms": _float(diagnostics.get("instruction_answer_ms_p50")),
     }
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _median(values: list[float]) -> float | None:
@@ -162,14 +182,15 @@ def run(quick: bool, model: str = "lens-tiny") -> dict:
     rows = []
     repeats, rounds = (3, 1) if quick else (10, 2)
     for size in ((640, 480),) if quick else ((640, 480), (1280, 720)):
-        lens = {"first_mask_samples": [], "node_samples": [], "answered": 0, "track_hz": [], "track_node_ms": []}
+        lens = {"first_mask_samples": [], "node_samples": [], "answered": 0}
+        lens.update({key: [] for key in ("track_hz", "track_node_ms", "node_wait_ms", "node_answer_ms")})
         base: list[float] = []
         for _ in range(rounds):
             ros = measure_ros(model_arg, repeats, 5.0 if quick else 15.0, size)
             for key in ("first_mask_samples", "node_samples"):
                 lens[key] += ros[key]
             lens["answered"] += ros["answered"]
-            for key in ("track_hz", "track_node_ms"):
+            for key in ("track_hz", "track_node_ms", "node_wait_ms", "node_answer_ms"):
                 if ros[key] is not None:
                     lens[key].append(ros[key])
             base += measure_ros(model_arg, repeats, 0.0, size, baseline=True)["first_mask_samples"]
@@ -185,6 +206,8 @@ def run(quick: bool, model: str = "lens-tiny") -> dict:
                 "reason_node_ms": _median(lens["node_samples"]),
                 "track_hz": _median(lens["track_hz"]),
                 "track_node_ms": _median(lens["track_node_ms"]),
+                "node_wait_ms": _median(lens["node_wait_ms"]),
+                "node_answer_ms": _median(lens["node_answer_ms"]),
             }
         )
     return {
@@ -193,7 +216,10 @@ def run(quick: bool, model: str = "lens-tiny") -> dict:
         f"(every kind), in each of {rounds} round(s), each answered on the camera's current frame. "
         "naive_node_first_mask_ms: the "
         "same for bench.naive_node (HF generate -> SamPredictor in its callback); speedup_vs_naive = its first "
-        "mask / lens_node's. track_hz = tracked answers per second afterwards.",
+        "mask / lens_node's. track_hz = tracked answers per second afterwards. From lens_node's /diagnostics: "
+        "node_wait_ms = instruction message taken -> the worker starts on it (a tracking call in progress), "
+        "node_answer_ms = -> its first answer published (medians over the run, warm-up included); first_mask_ms - node_answer_ms is the two transports "
+        "and the executor's delay before the instruction callback.",
         "columns": [
             "camera",
             "naive_in_process_ms",
@@ -204,6 +230,8 @@ def run(quick: bool, model: str = "lens-tiny") -> dict:
             "reason_node_ms",
             "track_hz",
             "track_node_ms",
+            "node_wait_ms",
+            "node_answer_ms",
         ],
         "rows": rows,
     }

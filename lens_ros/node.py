@@ -101,6 +101,7 @@ class LensBehaviour:
         self._latest_frame: Frame | None = None
         self._track_state = None  # the worker's: what the last reasoning left for tracking
         self._state_version = -1  # the instruction version _track_state answers
+        self._timed_version = -1  # the newest instruction version whose wait was recorded
         self._last_reason = 0.0
         self._worker: threading.Thread | None = None
         self._running = threading.Event()
@@ -227,7 +228,7 @@ class LensBehaviour:
             return
         with self._instruction_lock:
             version = self._instruction.version + 1 if self._instruction else 0
-            self._instruction = instruction = Instruction(text, version)
+            self._instruction = instruction = Instruction(text, version, time.monotonic())
         self.stats.event("instruction")
         self.get_logger().info(f"new instruction: {text[:200]!r}")
         frame = self._latest_frame
@@ -286,6 +287,10 @@ class LensBehaviour:
             self.stats.drop("not_tracking")
             return
         header, instruction = item.frame.msg.header, item.instruction
+        first = plan == "reason" and instruction.version > self._timed_version
+        if first:  # how long a new instruction waited for the worker (a tracking call in progress)
+            self._timed_version = instruction.version
+            self.stats.latency("instruction_wait", (time.monotonic() - instruction.received) * 1000.0)
         try:
             decoded = decode_frame(item.frame.msg, self.config.max_image_pixels)
             result = self._run_model(decoded, instruction.text, plan == "reason", item.instruction.version)
@@ -304,6 +309,8 @@ class LensBehaviour:
         self.outputs.publish(answer, self.config)
         self.stats.event("published")
         self.stats.latency("total", answer.total_ms)
+        if first:  # a new instruction's message taken -> its first answer published, in the node
+            self.stats.latency("instruction_answer", (time.monotonic() - instruction.received) * 1000.0)
 
     def _run_model(
         self, decoded: DecodedFrame, instruction: str, reason: bool, version: int | None = None

@@ -30,6 +30,7 @@ class Frame:
 class Instruction:
     text: str
     version: int  # increases with every accepted instruction message (a repeat reasons again)
+    received: float = 0.0  # time.monotonic() when its message was taken
 
 
 @dataclass

@@ -461,6 +461,22 @@ MUTATIONS: list[Mutation] = [
         ("test/test_rate_limit.py::test_average_rate_is_the_cap_when_offered_more",),
         "the rate cap counts from the last event (30 Hz offered, 10 Hz cap: 7.5 Hz)",
     ),
+    Mutation(
+        "instruction-answer-timed-at-start",
+        "lens_ros/node.py",
+        'self.stats.latency("instruction_answer", (time.monotonic() - instruction.received) * 1000.0)',
+        'self.stats.latency("instruction_answer", self.stats.percentiles("instruction_wait")[0] + 0.01)',
+        ("test/ros/test_node_behaviour.py::test_diagnostics_split_a_new_instructions_latency",),
+        "a new instruction's answer latency is its wait for the worker (the model's time left out)",
+    ),
+    Mutation(
+        "compressed-format-bare",
+        "lens_ros/image_conversion.py",
+        'msg.format = f"rgb8; {fmt} compressed bgr8"',
+        "msg.format = fmt",
+        ("test/test_image_conversion.py::test_compressed_format_follows_image_transport",),
+        "compressed images say only 'jpeg' / 'png', not image_transport's format string",
+    ),
 ]
 
 

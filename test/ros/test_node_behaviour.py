@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 
 import numpy as np
 import pytest
@@ -180,11 +181,16 @@ def test_diagnostics_report_rates_and_drops(running, probe):
     from diagnostic_msgs.msg import DiagnosticArray
 
     diags = probe.subscribe(DiagnosticArray, "/diagnostics")
-    probe.spin_until(
-        lambda: [m for _, m in diags if any(s.name.startswith("lens_node") for s in m.status)], 10, "diagnostics"
-    )
-    status = next(s for _, m in diags for s in m.status if s.name.startswith("lens_node"))
-    values = {kv.key: kv.value for kv in status.values}
+
+    def after_frames():  # the first report may come before the first camera frame
+        for _, msg in diags:
+            for status in msg.status:
+                found = {kv.key: kv.value for kv in status.values}
+                if status.name.startswith("lens_node") and "image_in_count" in found:
+                    return found
+        return None
+
+    values = probe.spin_until(after_frames, 10, "diagnostics after camera frames")
     for key in ("image_in_hz", "dropped_total", "device", "model_loaded", "last_error"):
         assert key in values, f"{key} missing from diagnostics: {sorted(values)}"
     assert values["device"] == "cpu" and values["model_loaded"] == "True"
@@ -193,6 +199,35 @@ def test_diagnostics_report_rates_and_drops(running, probe):
     received = int(values["image_in_count"]) + int(values.get("requeued_count", 0))
     answered = int(values.get("published_count", 0)) + int(values["dropped_total"])
     assert 0 <= received - answered <= 2, values
+
+
+def test_diagnostics_split_a_new_instructions_latency(running, probe):
+    """instruction_wait (message taken -> the worker starts on it) and instruction_answer (-> its
+    first answer published): what the node adds to an instruction's first mask, in /diagnostics."""
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    diags = probe.subscribe(DiagnosticArray, "/diagnostics")
+    segs = probe.subscribe(Segmentation, f"{NODE}/segmentation")
+    frame = ground_truth_frame()
+    sent = time.monotonic()
+    send_instruction(probe, f"the {frame.objects[-1].name}")
+    probe.spin_until(lambda: [m for _, m in segs if not m.tracked and m.status == Segmentation.STATUS_OK], 20, "answer")
+    answered = next(t for t, m in segs if not m.tracked) - sent
+
+    def values():
+        for arrived, msg in diags:
+            status = next((s for s in msg.status if s.name.startswith("lens_node")), None)
+            found = {kv.key: kv.value for kv in status.values} if status else {}
+            if arrived > sent + answered and "instruction_answer_ms_p50" in found:
+                return found
+        return None
+
+    found = probe.spin_until(values, 10, "diagnostics after the answer")
+    wait, answer = float(found["instruction_wait_ms_p50"]), float(found["instruction_answer_ms_p50"])
+    # The oracle streams its two-word rationale 60 ms a word: every answer comes >= 120 ms after
+    # the worker started on its instruction (an answer timed at the start would be ~0 ms later).
+    assert 0.0 <= wait and answer - wait >= 60.0, found
+    assert float(found["instruction_answer_ms_max"]) < 60_000.0
 
 
 def test_overlays_are_drawn_for_subscribers_only_and_the_jpeg_twin_is_rate_capped(running, probe):
