@@ -166,6 +166,10 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+# measure_ros values that may be missing in a run (None): the median over the runs that have them
+PER_RUN = ("track_hz", "track_node_ms", "node_wait_ms", "node_answer_ms")
+
+
 def run(quick: bool, model: str = "lens-tiny") -> dict:
     """Per camera size, lens_node and the naive node in turn, twice (full mode): the machine's
     speed drifts between runs of a few seconds, and alternating keeps that out of the ratio."""
@@ -183,14 +187,14 @@ def run(quick: bool, model: str = "lens-tiny") -> dict:
     repeats, rounds = (3, 1) if quick else (10, 2)
     for size in ((640, 480),) if quick else ((640, 480), (1280, 720)):
         lens = {"first_mask_samples": [], "node_samples": [], "answered": 0}
-        lens.update({key: [] for key in ("track_hz", "track_node_ms", "node_wait_ms", "node_answer_ms")})
+        lens.update({key: [] for key in PER_RUN})
         base: list[float] = []
         for _ in range(rounds):
             ros = measure_ros(model_arg, repeats, 5.0 if quick else 15.0, size)
             for key in ("first_mask_samples", "node_samples"):
                 lens[key] += ros[key]
             lens["answered"] += ros["answered"]
-            for key in ("track_hz", "track_node_ms", "node_wait_ms", "node_answer_ms"):
+            for key in PER_RUN:
                 if ros[key] is not None:
                     lens[key].append(ros[key])
             base += measure_ros(model_arg, repeats, 0.0, size, baseline=True)["first_mask_samples"]
@@ -204,10 +208,7 @@ def run(quick: bool, model: str = "lens-tiny") -> dict:
                 "speedup_vs_naive": naive_node / first if first and naive_node else None,
                 "answered": lens["answered"],
                 "reason_node_ms": _median(lens["node_samples"]),
-                "track_hz": _median(lens["track_hz"]),
-                "track_node_ms": _median(lens["track_node_ms"]),
-                "node_wait_ms": _median(lens["node_wait_ms"]),
-                "node_answer_ms": _median(lens["node_answer_ms"]),
+                **{key: _median(lens[key]) for key in PER_RUN},
             }
         )
     return {

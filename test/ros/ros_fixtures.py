@@ -19,6 +19,12 @@ ORACLE = Path(__file__).with_name("oracle_pipeline.py")
 SCENE = {"seed": 3, "t": 2.0, "width": 320, "height": 240}
 
 
+def node_reports(diags: list, node: str = "lens_node") -> list[tuple[float, dict[str, str]]]:
+    """(arrival time, key -> value) of every /diagnostics status from ``node`` in ``diags``
+    (a probe's received (time, DiagnosticArray) list), oldest first."""
+    return [(t, {kv.key: kv.value for kv in s.values}) for t, m in diags for s in m.status if s.name.startswith(node)]
+
+
 def oracle_env(scene: dict = SCENE) -> dict[str, str]:
     return {"LENS_ORACLE_SCENE": f"{scene['seed']},{scene['t']},{scene['width']},{scene['height']}"}
 

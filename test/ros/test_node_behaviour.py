@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from geometry_msgs.msg import PoseStamped
 from rclpy.qos import qos_profile_sensor_data
-from ros_fixtures import SCENE, frozen_camera_parameters, instruction_qos, node_specs, oracle_env
+from ros_fixtures import SCENE, frozen_camera_parameters, instruction_qos, node_reports, node_specs, oracle_env
 from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import String
 
@@ -183,12 +183,7 @@ def test_diagnostics_report_rates_and_drops(running, probe):
     diags = probe.subscribe(DiagnosticArray, "/diagnostics")
 
     def after_frames():  # the first report may come before the first camera frame
-        for _, msg in diags:
-            for status in msg.status:
-                found = {kv.key: kv.value for kv in status.values}
-                if status.name.startswith("lens_node") and "image_in_count" in found:
-                    return found
-        return None
+        return next((found for _, found in node_reports(diags) if "image_in_count" in found), None)
 
     values = probe.spin_until(after_frames, 10, "diagnostics after camera frames")
     for key in ("image_in_hz", "dropped_total", "device", "model_loaded", "last_error"):
@@ -215,12 +210,8 @@ def test_diagnostics_split_a_new_instructions_latency(running, probe):
     answered = next(t for t, m in segs if not m.tracked) - sent
 
     def values():
-        for arrived, msg in diags:
-            status = next((s for s in msg.status if s.name.startswith("lens_node")), None)
-            found = {kv.key: kv.value for kv in status.values} if status else {}
-            if arrived > sent + answered and "instruction_answer_ms_p50" in found:
-                return found
-        return None
+        reports = node_reports(diags)
+        return next((v for t, v in reports if t > sent + answered and "instruction_answer_ms_p50" in v), None)
 
     found = probe.spin_until(values, 10, "diagnostics after the answer")
     wait, answer = float(found["instruction_wait_ms_p50"]), float(found["instruction_answer_ms_p50"])
@@ -244,13 +235,9 @@ def test_overlays_are_drawn_for_subscribers_only_and_the_jpeg_twin_is_rate_cappe
 
     def counters() -> list[tuple[float, int, int]]:
         """(time, frames answered, overlays drawn) from each of the node's /diagnostics."""
-        out = []
-        for t, m in diags:
-            for s in m.status:
-                if s.name.startswith("lens_node"):
-                    v = {kv.key: kv.value for kv in s.values}
-                    out.append((t, int(v.get("published_count", 0)), int(v.get("overlay_drawn_count", 0))))
-        return out
+        return [
+            (t, int(v.get("published_count", 0)), int(v.get("overlay_drawn_count", 0))) for t, v in node_reports(diags)
+        ]
 
     def drawn_per_answer(since: float):
         """Overlays drawn per frame answered between the first and last diagnostics after ``since``."""

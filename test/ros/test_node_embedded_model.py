@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
-from ros_fixtures import frozen_camera_parameters, instruction_qos, node_specs
+from ros_fixtures import frozen_camera_parameters, instruction_qos, node_reports, node_specs
 from std_msgs.msg import String
 
 from lens_ros.image_conversion import image_to_numpy
@@ -103,13 +103,7 @@ def test_embedded_model_masks_and_poses_match_the_ground_truth(launcher, probe):
     # Speculative decoding ran (the default draft_tokens): the answers took fewer decoder steps
     # than tokens, and the node says how many tokens a step gave.
     def drafts():
-        out = []
-        for _, m in diags:
-            for status in m.status:
-                values = {kv.key: kv.value for kv in status.values}
-                if status.name.startswith("lens_node") and int(values.get("draft_generations", 0)) >= len(texts):
-                    out.append(values)
-        return out
+        return [v for _, v in node_reports(diags) if int(v.get("draft_generations", 0)) >= len(texts)]
 
     values = probe.spin_until(drafts, 10, "diagnostics after the answers")[-1]
     assert float(values["decode_tokens_per_step"]) > 1.0, values

@@ -11,7 +11,7 @@ import pytest
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import GetParameters, SetParameters
-from ros_fixtures import SCENE, frozen_camera_parameters, instruction_qos, node_specs, oracle_env
+from ros_fixtures import SCENE, frozen_camera_parameters, instruction_qos, node_reports, node_specs, oracle_env
 from std_msgs.msg import String
 
 from lens_ros.image_conversion import image_to_numpy
@@ -152,12 +152,7 @@ def test_lifecycle_node_loads_the_model_on_activate_and_frees_it_on_deactivate(l
     ).success
 
     def unloaded():
-        for _, msg in diags[-3:]:
-            for status in msg.status:
-                values = {kv.key: kv.value for kv in status.values}
-                if status.name.startswith("lens_node") and values.get("model_loaded") == "False":
-                    return True
-        return False
+        return any(v.get("model_loaded") == "False" for _, v in node_reports(diags[-3:]))
 
     probe.spin_until(unloaded, 10, "diagnostics saying the model was freed")
     del segs[:]
